@@ -1,0 +1,1 @@
+"""raypipe: agent-oriented pre-training corpora from the open web, on Ray Data."""
