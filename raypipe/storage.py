@@ -143,7 +143,6 @@ def filesystem(uri: str, cfg: StorageConfig) -> tuple[fsspec.AbstractFileSystem,
             endpoint_url=s3_endpoint(cfg),
             client_kwargs={"region_name": cfg.region or os.environ.get("AWS_REGION", "us-east-1")},
             config_kwargs={"retries": {"max_attempts": cfg.retries + 1, "mode": "adaptive"}},
-            retries=cfg.retries + 1,
         )
         return fs, uri[len("s3://") :]
     if scheme in ("http", "https"):
@@ -324,16 +323,16 @@ class OutputStore:
         self.is_s3 = self.prefix.startswith("s3://")
         self.policy = RetryPolicy.from_config(cfg)
 
-    def key(self, rel: str) -> str:
+    def key(self, rel: str, allow_root: bool = False) -> str:
         """The filesystem path of a key under the prefix; refuses anything that would escape it."""
         rel = rel.replace("\\", "/")
         parts = [p for p in rel.split("/") if p not in ("", ".")]
-        if rel.startswith("/") or "://" in rel or any(p == ".." for p in parts) or not parts:
+        if rel.startswith("/") or "://" in rel or any(p == ".." for p in parts) or not (parts or allow_root):
             raise StorageError(f"refusing to write outside the output prefix: {rel!r}")
-        return self.root + "/" + "/".join(parts)
+        return "/".join([self.root, *parts])
 
     def uri(self, rel: str) -> str:
-        return ("s3://" if self.is_s3 else "") + self.key(rel)
+        return ("s3://" if self.is_s3 else "") + self.key(rel, allow_root=True)
 
     def exists(self, rel: str) -> bool:
         return self.policy.call(lambda: self.fs.exists(self.key(rel)), f"stat {self.uri(rel)}")
@@ -366,7 +365,7 @@ class OutputStore:
 
     def list(self, rel: str) -> list[str]:
         """Keys (relative to the prefix) of every object under ``rel``; empty if none."""
-        base = self.key(rel)
+        base = self.key(rel, allow_root=True)
 
         def go() -> list[str]:
             if not self.fs.exists(base):
