@@ -52,8 +52,8 @@ class ExtractConfig(Section):
     )
     timeout_s: float = Field(5.0, gt=0, description="Per-document extraction time guard.")
     languages: list[str] = Field(["en"], description="Languages kept; empty list keeps every language.")
-    min_language_score: float = Field(
-        0.0, description="Minimum language-id confidence (resiliparse score is lower-is-better: max rank)."
+    max_language_rank: int = Field(
+        1200, ge=0, description="Language-id distance above which the guess is untrusted (resiliparse rank)."
     )
     batch_size: int = Field(64, gt=0, description="Documents per extraction batch.")
 
