@@ -123,6 +123,7 @@ class Page:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     fail_first: int = 0
+    drop_first: int = 0
     chunked_bytes: int = 0
 
 
@@ -188,6 +189,10 @@ class DocServer:
         self._served[request.path] = served + 1
         if spec.delay_s:
             await asyncio.sleep(spec.delay_s)
+        if served < spec.drop_first:
+            assert request.transport is not None
+            request.transport.abort()  # connection reset before any answer
+            raise asyncio.CancelledError
         if served < spec.fail_first:
             return web.Response(status=500, text="<html><body>try again</body></html>", content_type="text/html")
         if spec.chunked_bytes:
@@ -254,6 +259,7 @@ def build_api_site(server: DocServer, docs: dict[str, str], offsite: str, cross_
         ("chain/0.html", "long redirect chain"),
         ("missing.html", "404"),
         ("flaky.html", "500 then 200"),
+        ("reset.html", "connection reset, then 200"),
         ("slow.html", "times out"),
         ("data.json", "not HTML"),
         ("big.html", "too large"),
@@ -292,6 +298,7 @@ def build_api_site(server: DocServer, docs: dict[str, str], offsite: str, cross_
         pages[f"/docs/chain/{i}.html"] = Page(status=302, headers={"Location": f"/docs/chain/{i + 1}.html"})
     pages["/docs/missing.html"] = Page(b"<html><body>gone</body></html>", status=404)
     pages["/docs/flaky.html"] = Page(page("flaky", rst_to_html(docs.get("streams", "flaky")), nav), fail_first=1)
+    pages["/docs/reset.html"] = Page(page("reset", "<p>second try works</p>", nav), drop_first=1)
     pages["/docs/slow.html"] = Page(page("slow", "<p>slow</p>", nav), delay_s=2.0)
     pages["/docs/data.json"] = Page(b'{"api": true}', content_type="application/json")
     pages["/docs/big.html"] = Page(chunked_bytes=400_000)

@@ -23,6 +23,7 @@ from warcio.archiveiterator import ArchiveIterator
 from raypipe.config import ExtractConfig, RunConfig, StorageConfig
 from raypipe.crawl.coordinator import coordinate
 from raypipe.crawl.run import crawl_scope, load_start_urls, run_crawl
+from raypipe.crawl.seed_records import crawl_warcs_to_seed_records
 from raypipe.crawl.shard import FrontierItem, ShardCrawler
 from raypipe.crawl.urls import shard_of
 from raypipe.storage import OutputStore, read_bytes
@@ -94,6 +95,11 @@ def test_page_budget_and_unfriendly_robots_in_process(tmp_path):
         for r in t.to_pylist()
     ]
     assert sorted(r["url"] for r in rows if r["url"]) == sorted(f"{budget.base}{p}" for p in pages_hit)
+    seeds = crawl_warcs_to_seed_records(
+        stats["warc_files"], cfg.model_copy(update={"crawl": cfg.crawl.model_copy(update={"min_seed_chars": 1})})
+    )
+    assert len(seeds) == 3 and set(seeds["source"]) == {f"crawl:{budget.host}"}
+    assert crawl_warcs_to_seed_records(stats["warc_files"], cfg).empty  # "page 1" is below min_seed_chars
 
 
 @pytest.fixture
@@ -118,8 +124,13 @@ def doc_sites(shared_data):
 
 def warc_records_warcio(data: bytes) -> list[tuple[str, str | None]]:
     out = []
+    warcinfo_id = None
     for record in ArchiveIterator(io.BytesIO(data), check_digests="raise"):
         record.content_stream().read()
+        if record.rec_type == "warcinfo":
+            warcinfo_id = record.rec_headers.get_header("WARC-Record-ID")
+        else:
+            assert record.rec_headers.get_header("WARC-Warcinfo-ID") == warcinfo_id
         if record.rec_type == "request":
             assert record.http_headers.protocol == "GET" and record.http_headers.statusline.endswith(" HTTP/1.1")
         out.append((record.rec_type, record.rec_headers.get_header("WARC-Target-URI")))
@@ -183,11 +194,13 @@ def test_distributed_crawl_of_doc_sites(doc_sites, s3_server, s3_env):
     print(
         f"\npoliteness: host A gaps min {min(gaps_a):.3f}s mean {sum(gaps_a) / len(gaps_a):.3f}s (delay 0.2), "
         f"host B gaps min {min(gaps_b):.3f}s mean {sum(gaps_b) / len(gaps_b):.3f}s "
-        f"(crawl-delay 1), max in flight A={api.max_in_flight} B={click.max_in_flight}; crawl {crawl_seconds:.1f}s"
+        f"(crawl-delay 1), max in flight A={api.max_in_flight} B={click.max_in_flight}; "
+        f"run_crawl {crawl_seconds:.1f}s (crawl {stats['seconds']:.1f}s, then seed records)"
     )
     # Retries: the flaky page was asked twice and archived; the slow one timed out twice.
     assert len(api.requested(lambda p: p == "/docs/flaky.html")) == 2
     assert len(api.requested(lambda p: p == "/docs/slow.html")) == 2
+    assert len(api.requested(lambda p: p == "/docs/reset.html")) == 2
 
     log = read_log(store)
     pages = log[log["kind"] == "page"].set_index("url")
@@ -217,6 +230,7 @@ def test_distributed_crawl_of_doc_sites(doc_sites, s3_server, s3_env):
     assert pages.loc[f"{a}/docs/missing.html", "status"] == 404
     assert pages.loc[f"{a}/docs/flaky.html", "status"] == 200 and pages.loc[f"{a}/docs/flaky.html", "attempts"] == 2
     assert "Timeout" in pages.loc[f"{a}/docs/slow.html", "detail"]
+    assert pages.loc[f"{a}/docs/reset.html", "status"] == 200 and pages.loc[f"{a}/docs/reset.html", "attempts"] == 2
     assert pages.loc[f"{a}/docs/moved.html", "status"] == 200
     assert pages.loc[f"{a}/docs/orphan.html", "status"] == 200  # only the gzipped sitemap names it
     hidden = pages.loc[f"{b}/click/hidden.html"]  # linked only from host A: routed across shards
@@ -224,7 +238,9 @@ def test_distributed_crawl_of_doc_sites(doc_sites, s3_server, s3_env):
     assert hidden["shard"] == shard_of(click.host, 2) != shard_of(api.host, 2)
     for server in (api, click):  # the frontier dedups: only retried URLs are asked twice
         asked = Counter(h.path for h in server.hits)
-        assert all(n == 1 for p, n in asked.items() if p not in ("/docs/flaky.html", "/docs/slow.html")), asked
+        assert all(
+            n == 1 for p, n in asked.items() if p not in ("/docs/flaky.html", "/docs/slow.html", "/docs/reset.html")
+        ), asked
     assert not log["fetched_at"].isna().all() and set(log["host"]) >= {api.host, click.host}
 
     # WARC: rotated files under crawl/warc/, valid for warcio (digests checked), fastwarc and raypipe.

@@ -72,6 +72,9 @@ class Fetcher:
                 headers={"User-Agent": self.cfg.user_agent},
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
+            # aiohttp re-sends a GET at once, outside our gate, when the connection drops; retries
+            # must go through the gate and the backoff instead (aiohttp's test client does the same).
+            self._session._retry_connection = False
         return self._session
 
     async def close(self) -> None:

@@ -87,24 +87,37 @@ def page_to_seed_record(url: str, html: bytes, charset: str | None, min_chars: i
     }
 
 
+def seed_records_of_warc(uri: str, cfg: RunConfig) -> tuple[list[dict[str, Any]], int]:
+    """(seed records, pages too short) of one crawl WARC file, read with raypipe's own WARC reader."""
+    records: list[dict[str, Any]] = []
+    short = 0
+    for table in read_warc_file(uri, cfg.storage, cfg.extract):
+        for row in table.to_pylist():
+            if row["url"] is None:
+                continue
+            record = page_to_seed_record(row["url"], row["html"], row["charset"], cfg.crawl.min_seed_chars)
+            if record is None:
+                short += 1
+            else:
+                records.append(record)
+    return records, short
+
+
 def crawl_warcs_to_seed_records(warc_uris: list[str], cfg: RunConfig) -> pd.DataFrame:
     """Seed records (``SEED_COLUMNS``, sorted by id) from the 200 HTML answers of crawl WARC files.
 
-    Read with raypipe's own WARC reader, so the same files work as pipeline input. Pages with too
-    little main text (``crawl.min_seed_chars``) make no record; their number is logged.
+    One Ray task per file when Ray is running (extraction is CPU-bound), else a local loop. Pages
+    with too little main text (``crawl.min_seed_chars``) make no record; their number is logged.
     """
-    records: list[dict[str, Any]] = []
-    short = 0
-    for uri in warc_uris:
-        for table in read_warc_file(uri, cfg.storage, cfg.extract):
-            for row in table.to_pylist():
-                if row["url"] is None:
-                    continue
-                record = page_to_seed_record(row["url"], row["html"], row["charset"], cfg.crawl.min_seed_chars)
-                if record is None:
-                    short += 1
-                else:
-                    records.append(record)
+    import ray
+
+    if ray.is_initialized() and len(warc_uris) > 1:
+        task = ray.remote(seed_records_of_warc)
+        results = ray.get([task.remote(uri, cfg) for uri in warc_uris])
+    else:
+        results = [seed_records_of_warc(uri, cfg) for uri in warc_uris]
+    records = [record for file_records, _ in results for record in file_records]
+    short = sum(n for _, n in results)
     log.info("seed records: %d from %d WARC files; %d pages too short", len(records), len(warc_uris), short)
     frame = pd.DataFrame(records, columns=SEED_COLUMNS)
     return frame.sort_values("id", kind="stable").reset_index(drop=True)

@@ -61,6 +61,7 @@ class RotatingWarcWriter:
         self._buf: io.BytesIO | None = None
         self._writer: WARCWriter | None = None
         self._name = ""
+        self._warcinfo_id = ""
 
     def _start(self) -> WARCWriter:
         self._name = f"{self.subdir}/warc/{self.shard:03d}-{self._opened:05d}.warc.gz"
@@ -68,7 +69,9 @@ class RotatingWarcWriter:
         self._buf = io.BytesIO()
         self._writer = WARCWriter(self._buf, gzip=True, warc_version="1.1")
         info = {**self.info, "hostname": socket.gethostname()}
-        self._writer.write_record(self._writer.create_warcinfo_record(self._name.rsplit("/", 1)[-1], info))
+        warcinfo = self._writer.create_warcinfo_record(self._name.rsplit("/", 1)[-1], info)
+        self._warcinfo_id = warcinfo.rec_headers.get_header("WARC-Record-ID")
+        self._writer.write_record(warcinfo)
         return self._writer
 
     def write(self, fetched: Fetched) -> str:
@@ -81,7 +84,7 @@ class RotatingWarcWriter:
             "response",
             payload=io.BytesIO(body),
             length=len(body),
-            warc_headers_dict={"WARC-Date": date},
+            warc_headers_dict={"WARC-Date": date, "WARC-Warcinfo-ID": self._warcinfo_id},
             http_headers=_response_headers(fetched, len(body)),
         )
         request = writer.create_warc_record(
@@ -89,7 +92,7 @@ class RotatingWarcWriter:
             "request",
             payload=io.BytesIO(b""),
             length=0,
-            warc_headers_dict={"WARC-Date": date},
+            warc_headers_dict={"WARC-Date": date, "WARC-Warcinfo-ID": self._warcinfo_id},
             http_headers=_request_headers(fetched),
         )
         writer.write_request_response_pair(request, response)
