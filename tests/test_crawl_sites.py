@@ -15,14 +15,15 @@ from collections import Counter
 
 import pandas as pd
 import pytest
+import yaml
 from crawl_site import DocServer, Page, build_api_site, build_click_site, load_docs, page
 from fastwarc.warc import ArchiveIterator as FastArchiveIterator
 from fastwarc.warc import WarcRecordType
 from warcio.archiveiterator import ArchiveIterator
 
-from raypipe.config import ExtractConfig, RunConfig, StorageConfig
+from raypipe.config import ExtractConfig, RunConfig, StorageConfig, load_config
 from raypipe.crawl.coordinator import coordinate
-from raypipe.crawl.run import crawl_scope, load_start_urls, run_crawl
+from raypipe.crawl.run import crawl_command, crawl_scope, load_start_urls
 from raypipe.crawl.seed_records import crawl_warcs_to_seed_records
 from raypipe.crawl.shard import FrontierItem, ShardCrawler
 from raypipe.crawl.urls import shard_of
@@ -152,32 +153,34 @@ def warc_records_fastwarc(data: bytes) -> list[tuple[str, int | None]]:
     return out
 
 
-def test_distributed_crawl_of_doc_sites(doc_sites, s3_server, s3_env):
+def test_distributed_crawl_of_doc_sites(doc_sites, s3_server, s3_env, tmp_path):
+    """The CLI entry (YAML + --set) on real Ray with output on real S3."""
     import ray
 
     api, click, offsite = doc_sites
     s3_server.create_bucket("raypipe-crawl")
     start_file = f"{api.base}/docs/index.html\n# a comment line\n{click.base}/click/index.html\n"
     s3_server.client().put_object(Bucket="raypipe-crawl", Key="start_urls.txt", Body=start_file.encode())
-    cfg = crawl_config(
+    crawl = crawl_config(
         "s3://raypipe-crawl/run1",
         start_urls_uri="s3://raypipe-crawl/start_urls.txt",
-        max_depth=3,
-        max_redirects=3,
         max_page_bytes=200_000,
         exclude_patterns=["/excluded/"],
         warc_rotate_bytes=20_000,
-        shards=2,
         actor_num_cpus=0.25,
-    )
-    store = OutputStore(cfg.output, cfg.storage)
+    ).crawl.model_dump(exclude_defaults=True)
+    config_file = tmp_path / "crawl.yaml"
+    config_file.write_text(yaml.safe_dump({"output": "s3://raypipe-crawl/run1", "crawl": crawl}))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         began = time.monotonic()
-        stats = run_crawl(cfg, store)
+        stats = crawl_command(str(config_file), ["crawl.max_redirects=3"])  # shards: one per host here, 2
         crawl_seconds = time.monotonic() - began
     finally:
         ray.shutdown()
+    cfg = load_config(config_file, base={"input": []})
+    assert stats["shards"] == 2
+    store = OutputStore(cfg.output, cfg.storage)
 
     # Scope: the out-of-scope host and paths outside the start URL's directory are never requested.
     assert offsite.hits == []
