@@ -51,7 +51,6 @@ class LocalRayCluster:
         working_dir: Path,
         timeout_s: float,
         submission_id: str | None = None,
-        extra_args: list[str] = (),
     ) -> subprocess.CompletedProcess[str]:
         """``ray job submit --working-dir`` and wait for the job; exit status 0 only if it SUCCEEDED."""
         submission_id = submission_id or f"test-{uuid.uuid4().hex[:12]}"
@@ -65,7 +64,6 @@ class LocalRayCluster:
             submission_id,
             "--working-dir",
             str(working_dir),
-            *extra_args,
             "--",
             *entrypoint,
         ]
