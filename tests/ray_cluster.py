@@ -90,6 +90,40 @@ class LocalRayCluster:
             raise RuntimeError(f"cannot read the status of {submission_id}: {done.stderr[-2000:]}")
         return done.stdout.strip().splitlines()[-1]
 
+    def tasks_per_node(self, submission_id: str, timeout_s: float = 60) -> dict[str, dict]:
+        """Where a job's tasks and actors ran, from Ray's state API: node id -> counts and resources.
+
+        This is how a test proves that a job (the real pipeline included) spread its work over
+        the worker nodes without the job having to report anything itself. Task events reach
+        the state API asynchronously, so a just-finished job may need a moment to show all.
+        """
+        script = """
+import json, sys
+from ray.job_submission import JobSubmissionClient
+from ray.util.state import list_actors, list_nodes, list_tasks
+url, sid = sys.argv[1:3]
+job = JobSubmissionClient(url).get_job_info(sid).job_id
+out = {n.node_id: {"tasks": 0, "actors": 0, "resources": n.resources_total} for n in list_nodes(address=url)}
+query = dict(address=url, filters=[("job_id", "=", job)], limit=10000, raise_on_missing_output=False)
+for task in list_tasks(**query):
+    if task.node_id in out and task.type != "DRIVER_TASK":
+        out[task.node_id]["tasks"] += 1
+for actor in list_actors(**query):
+    if actor.node_id in out:
+        out[actor.node_id]["actors"] += 1
+print(json.dumps(out))
+"""
+        done = subprocess.run(
+            [sys.executable, "-c", script, self.dashboard_url, submission_id],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"cannot list the tasks of {submission_id}: {done.stderr[-2000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
     def stop(self, grace_s: float = 3) -> None:
         """End every process this cluster started, and nothing else.
 

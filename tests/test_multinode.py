@@ -9,6 +9,7 @@ so the real job can be submitted to it the same way.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def test_ray_job_submit_runs_tasks_on_both_worker_nodes() -> None:
         )
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
         assert cluster.job_status(submission_id) == "SUCCEEDED"
+        deadline = time.monotonic() + 30  # task events reach the state API a little after the job ends
+        placement = cluster.tasks_per_node(submission_id)
+        while sum(n["tasks"] for n in placement.values()) < 6 and time.monotonic() < deadline:
+            time.sleep(1)
+            placement = cluster.tasks_per_node(submission_id)
 
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     report = json.loads(line[len("RESULT ") :])
@@ -44,3 +50,8 @@ def test_ray_job_submit_runs_tasks_on_both_worker_nodes() -> None:
         resources = nodes[result["node"]]
         assert resources.get(result["tag"]) == 1, f"{result['tag']} task ran on a node without it"
         assert resources.get("CPU", 0) >= 1, "the head (num-cpus 0) ran a task"
+    # Ray's own record (state API) agrees: every worker ran tasks, the head none.
+    assert set(placement) == set(nodes)
+    for node_id, seen in placement.items():
+        is_worker = seen["resources"].get("CPU", 0) >= 1
+        assert (seen["tasks"] >= 3) if is_worker else (seen["tasks"] == 0), (node_id, seen)
