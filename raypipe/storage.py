@@ -106,7 +106,9 @@ class RetryPolicy:
         return cls(cfg.retries, cfg.backoff_base_s, cfg.backoff_max_s)
 
     def delay(self, attempt: int) -> float:
-        return random.uniform(self.base_s / 2, min(self.max_s, self.base_s * 2**attempt))
+        """Never less than ``base_s`` (a source asking for about one retry per second gets no
+        faster ones), up to twice the previous ceiling, capped at ``max_s``."""
+        return random.uniform(self.base_s, max(self.base_s, min(self.max_s, self.base_s * 2 ** (attempt + 1))))
 
     def call(self, fn: Callable[[], T], what: str) -> T:
         for attempt in range(self.retries + 1):
@@ -177,6 +179,7 @@ class ResumableStream(io.RawIOBase):
 
     Common Crawl asks for one GET per WARC file and no bulk range reads; when a connection breaks
     mid-file we reopen at the byte we reached, so a reset costs one extra request, not the file.
+    Every GET first passes the run-wide rate limit when ``requests_per_second`` is set.
     """
 
     def __init__(self, uri: str, cfg: StorageConfig):
@@ -184,6 +187,7 @@ class ResumableStream(io.RawIOBase):
         self.cfg = cfg
         self.policy = RetryPolicy.from_config(cfg)
         self.pos = 0
+        self._gate: Callable[[], float] | None = None
         self._body: Any = None
         self._client: Any = None
         self._eof = False
@@ -210,6 +214,12 @@ class ResumableStream(io.RawIOBase):
 
     def _open(self) -> Any:
         parsed = urlparse(self.uri)
+        if parsed.scheme in ("s3", "http", "https"):
+            if self._gate is None:
+                from raypipe.ratelimit import request_gate
+
+                self._gate = request_gate(self.cfg)
+            self._gate()
         if parsed.scheme == "s3":
             if self._client is None:
                 self._client = _s3_client(self.cfg)
