@@ -5,8 +5,8 @@ print, spawn threads, hang or crash; the parent survives all of that and restart
 file must not import raypipe: it runs with nothing but the standard library on its path.
 
 stdin: one JSON object {"modules": [...], "max_submodules": int, "max_apis_per_module": int}.
-stdout (a private copy of fd 1; the real fd 1 and 2 point to /dev/null so imported code cannot corrupt the stream): lines
-{"event": "start"|"api"|"error"|"done", ...}.
+stdout (a private copy of fd 1; the real fd 1 and 2 point to /dev/null so imported code cannot
+corrupt the stream): lines {"event": "start"|"api"|"error"|"done", ...}.
 """
 
 import importlib
