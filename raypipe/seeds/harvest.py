@@ -69,6 +69,32 @@ def _license_of(top: str, dists: dict[str, list[str]]) -> str | None:
     return None
 
 
+class _LineReader:
+    """Lines from a pipe with a deadline; reads the fd directly so no line hides in a buffer."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buf = b""
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(fd, selectors.EVENT_READ)
+
+    def next(self, deadline: float) -> bytes | None:
+        """The next line; ``b""`` at end of stream; None when the deadline passes first."""
+        while b"\n" not in self.buf:
+            if not self.sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                return None
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                line, self.buf = self.buf, b""
+                return line
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line + b"\n"
+
+    def close(self) -> None:
+        self.sel.close()
+
+
 def _run_child(modules: list[str], cfg: SeedsConfig, stats: Counter, failures: list[str]) -> Iterator[dict]:
     """Stream the child's events; on a module timeout kill it and resume after that module."""
     pending = list(modules)
@@ -92,16 +118,15 @@ def _run_child(modules: list[str], cfg: SeedsConfig, stats: Counter, failures: l
             ).encode()
         )
         proc.stdin.close()
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
+        lines = _LineReader(proc.stdout.fileno())
         current, deadline, done = None, time.monotonic() + cfg.harvest_module_timeout_s, set()
         try:
             while True:
-                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                line = lines.next(deadline)
+                if line is None:
                     stats["module_timeouts"] += 1
                     failures.append(f"{current}: timed out after {cfg.harvest_module_timeout_s:.0f}s")
                     break
-                line = proc.stdout.readline()
                 if not line:
                     if current is not None and current not in done:
                         stats["child_crashes"] += 1
@@ -118,7 +143,7 @@ def _run_child(modules: list[str], cfg: SeedsConfig, stats: Counter, failures: l
         finally:
             proc.kill()
             proc.wait()
-            sel.close()
+            lines.close()
         started = batch.index(current) + 1 if current in batch else 0
         pending = batch[max(started, len(done)) :] + pending if len(done) < len(batch) else pending
 
