@@ -45,7 +45,11 @@ def test_collect_mode_reports_and_keeps_the_rest(tmp_path):
 
 def test_lenient_json_reports_each_repair(tmp_path):
     path = tmp_path / "almost.json.gz"
-    text = '[\n {"api_name": "a", "api_call": "GET /a",},\n {"api_name": "b", "api_call": "GET /b"}\n {"api_name": "c",\n "api_call": "GET /c"}\n'
+    text = (
+        '[\n {"api_name": "a", "api_call": "GET /a",},\n'
+        ' {"api_name": "b", "api_call": "GET /b"}\n'
+        ' {"api_name": "c",\n "api_call": "GET /c"}\n'
+    )
     path.write_bytes(gzip.compress(text.encode()))
     seeds, report = _load(path)
     assert len(seeds) == 3

@@ -38,7 +38,7 @@ def test_gorilla_api_docs(shared_data):
         seeds, report = _load(path)
         assert report.records_by_schema == Counter({"gorilla_api": len(raw)})
         assert len(seeds) == len(raw)
-        for rec, seed in zip(raw, seeds):
+        for rec, seed in zip(raw, seeds, strict=False):
             assert seed["kind"] == "api_doc" and seed["apis"][0] == rec["api_name"]
             assert rec["api_call"].strip() in seed["text"] and not seed["text"].lstrip().startswith("{")
 
@@ -129,10 +129,10 @@ def test_library_docs_render_without_markup(shared_data):
     raw = _lines(path)
     seeds, report = _load(path)
     assert report.records_by_schema["library_doc"] == len(raw) == len(seeds)
-    for rec, seed in zip(raw, seeds):
+    for rec, seed in zip(raw, seeds, strict=False):
         assert seed["license"] == rec["license"]
         assert ".. auto" not in seed["text"] and ":func:`" not in seed["text"]
-    markupsafe = next(s for r, s in zip(raw, seeds) if r["path"] == "docs/escaping.rst")
+    markupsafe = next(s for r, s in zip(raw, seeds, strict=False) if r["path"] == "docs/escaping.rst")
     assert {"escape", "Markup", "escape_silent", "soft_str"} <= set(markupsafe["apis"])
 
 
