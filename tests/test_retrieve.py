@@ -101,7 +101,7 @@ def test_retrieval_stage_on_real_ray(seeds, local_index):
 
     from raypipe.retrieve import add_retrieval
 
-    pages = pd.concat([_pages(seeds)] * 5, ignore_index=True)
+    pages = pd.concat([_pages(seeds)] * 2, ignore_index=True)
     pages["url"] = [f"https://example.org/{i}" for i in range(len(pages))]
     expected = SeedRetriever(CFG, local_index, StorageConfig())(pages)
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)

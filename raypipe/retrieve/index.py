@@ -113,6 +113,23 @@ def build_seed_index(
     return meta
 
 
+def build_seed_index_on_cluster(
+    seeds: pd.DataFrame, cfg: RetrieveConfig, output_prefix: str, storage_cfg: StorageConfig
+) -> dict[str, Any]:
+    """``build_seed_index`` on a GPU worker when the Ray cluster has one, else in this process.
+
+    A driver usually has no GPU; embedding tens of thousands of seeds there on CPU takes many
+    minutes, on one GPU seconds. The worker writes through the OutputStore like any other.
+    """
+    import ray
+
+    wants_gpu = cfg.device != "cpu" and cfg.num_gpus != 0
+    if ray.is_initialized() and wants_gpu and ray.cluster_resources().get("GPU", 0) >= 1:
+        task = ray.remote(num_gpus=1)(build_seed_index)
+        return ray.get(task.remote(seeds, cfg, output_prefix, storage_cfg))
+    return build_seed_index(seeds, cfg, output_prefix, storage_cfg)
+
+
 @dataclass
 class SeedIndex:
     """A loaded seed index: FAISS index, vector→seed row map, seed ids, and the build meta."""

@@ -68,16 +68,15 @@ class SeedRetriever:
         else:
             chunks, owner = self.embedder.chunk(batch.loc[ok, "text"].astype(str).tolist(), self.cfg.max_chunks)
         scores, rows = self.index.search(self.embedder.embed_ids(chunks))
-        best = np.full(int(ok.sum()), -np.inf, dtype=np.float64)
-        nearest = np.full(int(ok.sum()), -1, dtype=np.int64)
-        for score, row, page in zip(scores, rows, owner, strict=False):
-            if score > best[page]:
-                best[page], nearest[page] = score, row
+        scores = np.where(np.isnan(scores), -np.inf, scores.astype(np.float64))
+        best = np.lexsort((-scores, owner))  # chunks grouped by page, best first within a page
+        first = best[np.r_[True, owner[best][1:] != owner[best][:-1]]] if len(best) else best
+        first = first[np.isfinite(scores[first])]
+        rows_hit = np.flatnonzero(ok)[owner[first]]
         similarity = np.full(len(batch), np.nan)
         seed = np.full(len(batch), None, dtype=object)
-        hit = np.flatnonzero(ok)[nearest >= 0]
-        similarity[hit] = best[nearest >= 0]
-        seed[hit] = self.index.seed_ids[nearest[nearest >= 0]]
+        similarity[rows_hit] = scores[first]
+        seed[rows_hit] = self.index.seed_ids[rows[first]]
         out = batch.drop(columns=[CHUNKS_COLUMN], errors="ignore").copy()
         out["seed_similarity"] = similarity
         out["nearest_seed"] = seed
