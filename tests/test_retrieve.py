@@ -44,7 +44,7 @@ def _pages(seeds: pd.DataFrame) -> pd.DataFrame:
         {
             "url": [f"https://example.org/{i}" for i in range(6)],
             "text": [seeds.text[0], seeds.text[1], "Fresh bread and pastries at the village bakery.", None, "  ", "x"],
-            "quality_ok": [True, True, True, True, True, False],
+            "quality_ok": pd.array([True, None, True, True, True, False], dtype="boolean"),
         }
     )
 

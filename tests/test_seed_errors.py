@@ -149,3 +149,22 @@ def test_xlam_openai_toolbench_tool_and_api_bank_turns(tmp_path):
     doc = df[df.schema == "toolbench_tool"].text.iloc[0]
     assert doc.startswith("Weather: now") and "GET https://w/now" in doc and "city (string, required): City" in doc
     assert (df[df.schema == "function_spec"].apis.map(tuple) == ("get_weather",)).all()
+
+
+def test_normalized_seed_records_pass_through(tmp_path):
+    crawl = tmp_path / "crawl" / "seeds"
+    crawl.mkdir(parents=True)
+    record = {
+        "id": "crawl-0123",
+        "kind": "api_doc",
+        "text": "requests.get(url)\n\nSends a GET request.",
+        "source": "crawl:docs.python-requests.org",
+        "license": None,
+        "apis": ["requests.get"],
+    }
+    (crawl / "api_docs.jsonl").write_text(json.dumps(record) + "\n" + json.dumps({**record, "kind": "blog"}) + "\n")
+    df = load_seeds(SeedsConfig(sources=[str(tmp_path)], harvest_modules=[], on_error="collect"), StorageConfig())
+    assert df[["id", "source", "schema"]].values.tolist() == [
+        ["crawl-0123", "crawl:docs.python-requests.org", "seed_record"]
+    ]
+    assert "line 2: seed record kind must be api_doc or trajectory" in df.attrs["load_report"]["errors"][0]

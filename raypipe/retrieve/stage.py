@@ -31,7 +31,7 @@ def scorable(batch: pd.DataFrame) -> np.ndarray:
     text = batch["text"] if "text" in batch else pd.Series([None] * len(batch), index=batch.index)
     ok = text.notna().to_numpy() & (text.fillna("").astype(str).str.strip().str.len() > 0).to_numpy()
     if "quality_ok" in batch:
-        ok &= ~batch["quality_ok"].eq(False).to_numpy()
+        ok &= ~batch["quality_ok"].eq(False).fillna(False).to_numpy(dtype=bool)
     return ok
 
 

@@ -209,3 +209,24 @@ def library_doc(rec: Mapping[str, Any], ctx: Ctx) -> list[dict]:
     header = f"{package} {as_text(rec.get('version', ''))} documentation".strip() if package else ""
     text = f"{header}\n\n{body}" if header else body
     return [ctx.seed("api_doc", text, "library_doc", apis or ([package] if package else []), rec.get("license"))]
+
+
+def normalized_seed(rec: Mapping[str, Any], ctx: Ctx) -> list[dict]:
+    """A record already in seed form (``raypipe crawl`` writes these): kept, its id and source too."""
+    kind = rec.get("kind")
+    if kind not in ("api_doc", "trajectory"):
+        raise ctx.error(f"seed record kind must be api_doc or trajectory, got {kind!r}")
+    require(rec, ctx, "text", "source")
+    apis = rec.get("apis") or []
+    if not isinstance(apis, list):
+        raise ctx.error("seed record 'apis' must be a list")
+    seed = make_seed(
+        kind=kind,
+        text=str(rec["text"]),
+        source=str(rec["source"]),
+        schema="seed_record",
+        origin=ctx.origin,
+        apis=[str(a) for a in apis],
+        license=rec.get("license") or ctx.license,
+    )
+    return [{**seed, "id": str(rec.get("id") or seed["id"])}]

@@ -38,6 +38,7 @@ def _is_api_bank_sample(r: Mapping[str, Any]) -> bool:
 
 # Most specific first: e.g. APIBench records also carry ``api_call``, Gorilla docs also ``api_name``.
 SCHEMAS: list[Schema] = [
+    Schema("seed_record", _has("kind", "text", "source"), api_docs.normalized_seed),
     Schema("toolbench_answer", _has("answer_generation"), trajectories.toolbench_answer),
     Schema("apibench_train", _has("code", "api_call", "api_data"), trajectories.apibench_train),
     Schema(
