@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,8 +53,8 @@ class ExtractConfig(Section):
     )
     timeout_s: float = Field(5.0, gt=0, description="Per-document extraction time guard.")
     languages: list[str] = Field(["en"], description="Languages kept; empty list keeps every language.")
-    min_language_score: float = Field(
-        0.0, description="Minimum language-id confidence (resiliparse score is lower-is-better: max rank)."
+    max_language_rank: int = Field(
+        1200, ge=0, description="Language-id distance above which the guess is untrusted (resiliparse rank)."
     )
     batch_size: int = Field(64, gt=0, description="Documents per extraction batch.")
 
@@ -150,6 +151,67 @@ class RetrieveConfig(Section):
     )
 
 
+class CrawlerConfig(Section):
+    """A polite crawl of documentation sites into WARC files (``raypipe crawl``)."""
+
+    start_urls: list[str] = Field([], description="Start URLs; each also defines a site in scope (host + path prefix).")
+    start_urls_uri: str | None = Field(
+        None, description="File or s3:// object with more start URLs, one per line ('#' starts a comment)."
+    )
+    max_depth: int = Field(3, ge=0, description="Links followed from a start URL (start URLs are depth 0).")
+    scope_path_prefix: bool = Field(
+        True, description="Stay under each start URL's directory; false keeps the whole host in scope."
+    )
+    include_patterns: list[str] = Field([], description="Regexes; when set, a URL must match one to be crawled.")
+    exclude_patterns: list[str] = Field([], description="Regexes; a URL matching any is never crawled.")
+    sort_query: bool = Field(False, description="Sort query parameters when normalizing URLs (for dedup).")
+    max_pages_per_site: int = Field(1000, ge=1, description="Requests per host (pages and redirects) at most.")
+    host_concurrency: int = Field(2, ge=1, description="Requests in flight to one host at most.")
+    host_delay_s: float = Field(
+        1.0, ge=0, description="Minimum gap between request starts to one host; robots crawl-delay may raise it."
+    )
+    max_crawl_delay_s: float = Field(
+        30.0, gt=0, description="Hosts whose robots.txt asks a longer crawl-delay are skipped (reason robots)."
+    )
+    user_agent: str = Field(
+        "raypipe-crawler/0.1 (+https://github.com/raypipe/raypipe)",
+        description="User-Agent header; its product token is matched against robots.txt groups.",
+    )
+    connect_timeout_s: float = Field(10.0, gt=0, description="TCP connect timeout per request.")
+    read_timeout_s: float = Field(20.0, gt=0, description="Longest wait for the next bytes of an answer.")
+    total_timeout_s: float = Field(60.0, gt=0, description="Longest time one request may take in all.")
+    max_redirects: int = Field(5, ge=0, description="Redirect hops followed from one URL.")
+    accepted_content_types: list[str] = Field(
+        ["text/html", "application/xhtml+xml"], description="Media types archived and parsed for links."
+    )
+    max_page_bytes: int = Field(5_000_000, gt=0, description="Larger answers are abandoned (reason too_large).")
+    retries: int = Field(3, ge=0, description="Retries of one request on 429/5xx, timeouts and resets.")
+    backoff_base_s: float = Field(1.0, gt=0, description="First retry delay; doubles each retry, with jitter.")
+    backoff_max_s: float = Field(30.0, gt=0, description="Upper bound for one retry delay.")
+    use_sitemaps: bool = Field(True, description="Read robots.txt Sitemap: lines (else /sitemap.xml) per host.")
+    max_sitemap_urls: int = Field(50_000, ge=0, description="URLs taken from one host's sitemaps at most.")
+    warc_rotate_bytes: int = Field(
+        64_000_000, gt=0, description="A WARC file is closed and uploaded once it reaches this size."
+    )
+    output_subdir: str = Field("crawl", description="Folder under the output prefix for WARCs, log and records.")
+    shards: int | None = Field(
+        None, ge=1, description="Host shards (one Ray actor each); None = min(hosts, cluster CPUs)."
+    )
+    actor_num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per shard actor (the work is I/O).")
+    poll_interval_s: float = Field(0.1, gt=0, description="How often the driver routes cross-host links.")
+    min_seed_chars: int = Field(200, ge=0, description="Pages with less main text make no API-doc seed record.")
+
+    @field_validator("include_patterns", "exclude_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"invalid regex {pattern!r}: {e}") from None
+        return v
+
+
 class RunConfig(Section):
     """The whole run: inputs, output prefix and one section per phase."""
 
@@ -168,6 +230,7 @@ class RunConfig(Section):
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster settings.")
     seeds: SeedsConfig = Field(default_factory=SeedsConfig, description="Seed corpus sources and harvesting.")
     retrieve: RetrieveConfig = Field(default_factory=RetrieveConfig, description="Seed index and retrieval.")
+    crawl: CrawlerConfig = Field(default_factory=CrawlerConfig, description="Crawl of documentation sites.")
 
     @field_validator("output")
     @classmethod

@@ -191,6 +191,23 @@ class ResumableStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Reposition lazily: the next read reopens the object at the new byte (a Range GET)."""
+        target = {io.SEEK_SET: offset, io.SEEK_CUR: self.pos + offset}.get(whence)
+        if target is None or target < 0:
+            raise io.UnsupportedOperation("only absolute or relative seeks are supported")
+        if target != self.pos:
+            self._close_body()
+            self.pos = target
+            self._eof = False
+        return self.pos
+
     def _open(self) -> Any:
         parsed = urlparse(self.uri)
         if parsed.scheme == "s3":

@@ -155,12 +155,42 @@ def _parse_records(data: io.IOBase | bytes, stats: FileStats) -> Iterator[Any]:
     """fastwarc records from a byte string or stream; a parse error is counted, not raised."""
     stream = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        yield from ArchiveIterator(stream, parse_http=True, auto_decode="all")
+        yield from ArchiveIterator(stream, parse_http=True)
     except Exception as e:  # noqa: BLE001 - fastwarc raises OSError/ValueError on damage
         stats.skipped["corrupt_record"] += 1
         stats.records += 1
         if len(stats.errors) < 20:
             stats.errors.append(f"{type(e).__name__}: {e}")
+
+
+def _dechunk(data: bytes) -> bytes:
+    """Undo HTTP chunked transfer encoding; raises ValueError when the body is not really chunked."""
+    out = []
+    pos = 0
+    while True:
+        end = data.index(b"\r\n", pos)
+        size = int(data[pos:end].split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[end + 2 : end + 2 + size])
+        pos = end + 2 + size + 2
+
+
+def _decode_body(body: bytes, headers: Any) -> bytes:
+    """Undo transfer and content encodings as declared; archives often declare them wrongly (a body
+    stored de-chunked under a ``chunked`` header), so a failed decode keeps the bytes as stored."""
+    if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+        try:
+            body = _dechunk(body)
+        except ValueError:
+            pass
+    encoding = (headers.get("Content-Encoding") or "").lower().strip()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        try:
+            body = zlib.decompressobj(47 if encoding != "deflate" else 15).decompress(body)
+        except zlib.error:
+            pass
+    return body
 
 
 def _is_gzip(stream: io.BufferedReader) -> bool:
@@ -187,7 +217,7 @@ def _classify(record: Any, stats: FileStats, cfg: ExtractConfig) -> dict[str, An
     if record.content_length > cfg.max_record_bytes:
         stats.skipped["too_large"] += 1
         return None
-    body = record.reader.read(cfg.max_html_bytes + 1)
+    body = _decode_body(record.reader.read(cfg.max_record_bytes), record.http_headers)
     truncated = len(body) > cfg.max_html_bytes
     stats.html_responses += 1
     return {

@@ -1,0 +1,245 @@
+"""Phases composed into Ray Data plans; ``run`` executes them in order and writes ``stats.json``.
+
+Phase 2 (extract) is one streaming plan: WARC read tasks -> extraction -> part writer. The writer
+returns a tiny summary per written part; the driver consumes only those summaries to know when an
+input file is fully written (its completion record is the resume unit) and to log progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from raypipe.config import RunConfig, StorageConfig
+from raypipe.extract import ExtractStage
+from raypipe.runtime import init_ray
+from raypipe.state import RunState
+from raypipe.storage import OutputStore, expand_inputs, redact, s3_endpoint
+from raypipe.warc import file_stem, warc_dataset
+
+log = logging.getLogger(__name__)
+EXTRACTED = "extracted"
+SUMMARY_SCHEMA = pa.schema(
+    [
+        ("source_file", pa.string()),
+        ("rows", pa.int64()),
+        ("file_stats", pa.string()),
+        ("part", pa.string()),
+        ("drops", pa.string()),
+        ("languages", pa.string()),
+    ]
+)
+
+
+def _extract_batch(batch: pa.Table, cfg: RunConfig) -> pa.Table:
+    return ExtractStage(cfg.extract, cfg.quality)(batch)
+
+
+class PartWriter:
+    """Writes each batch's documents as parquet parts, one per input file, named by content.
+
+    The name is a hash of the part's document ids, so a retried task rewrites the same key
+    (idempotent) instead of adding a copy. Returns one summary row per file group.
+    """
+
+    def __init__(self, output: str, storage: StorageConfig, subdir: str):
+        self.store = OutputStore(output, storage)
+        self.subdir = subdir
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        summaries = []
+        sources = batch.column("source_file")
+        for source in sorted(set(sources.to_pylist())):
+            group = batch.filter(pc.equal(sources, source))
+            is_doc = pc.is_valid(group.column("url"))
+            docs = group.filter(is_doc).drop_columns(["file_stats"]).sort_by("record_index")
+            markers = group.filter(pc.invert(is_doc)).column("file_stats").drop_null().to_pylist()
+            summary: dict[str, Any] = {"source_file": source, "rows": docs.num_rows}
+            summary["file_stats"] = markers[0] if markers else None
+            if docs.num_rows:
+                digest = hashlib.sha1("\n".join(docs.column("doc_id").to_pylist()).encode()).hexdigest()[:16]
+                key = f"{self.subdir}/{file_stem(source)}/part-{digest}.parquet"
+                buf = io.BytesIO()
+                pq.write_table(docs, buf, compression="zstd")
+                self.store.write_bytes(key, buf.getvalue())
+                summary["part"] = key
+                summary["drops"] = json.dumps(Counter(r or "kept" for r in docs.column("drop_reason").to_pylist()))
+                summary["languages"] = json.dumps(Counter(r or "none" for r in docs.column("language").to_pylist()))
+            summaries.append(summary)
+        return pa.Table.from_pylist(summaries, schema=SUMMARY_SCHEMA)
+
+
+@dataclass
+class FileProgress:
+    rows: int = 0
+    parts: list[str] = field(default_factory=list)
+    drops: Counter = field(default_factory=Counter)
+    languages: Counter = field(default_factory=Counter)
+    stats: dict[str, Any] | None = None
+
+    def complete(self) -> bool:
+        return self.stats is not None and self.rows >= self.stats["html_responses"]
+
+
+class ExtractTracker:
+    """Driver-side bookkeeping from the writer's summaries: completion records and progress lines."""
+
+    def __init__(self, state: RunState, total_files: int, already_done: int, log_every_s: float = 10.0):
+        self.state = state
+        self.files: dict[str, FileProgress] = defaultdict(FileProgress)
+        self.total = total_files
+        self.done = already_done
+        self.docs = 0
+        self.start = time.monotonic()
+        self.last_log = self.start
+        self.log_every_s = log_every_s
+
+    def update(self, row: dict[str, Any]) -> None:
+        prog = self.files[row["source_file"]]
+        prog.rows += int(row["rows"])
+        self.docs += int(row["rows"])
+        if row.get("part"):
+            prog.parts.append(row["part"])
+            prog.drops.update(json.loads(row["drops"]))
+            prog.languages.update(json.loads(row["languages"]))
+        if row.get("file_stats"):
+            prog.stats = json.loads(row["file_stats"])
+        if prog.complete():
+            self._finish(row["source_file"], prog)
+        self._maybe_log()
+
+    def _finish(self, uri: str, prog: FileProgress) -> None:
+        record = {
+            "uri": redact(uri),
+            "records": prog.stats["records"],
+            "html_responses": prog.stats["html_responses"],
+            "skipped": prog.stats["skipped"],
+            "errors": prog.stats["errors"],
+            "documents": prog.rows,
+            "drops": dict(prog.drops),
+            "languages": dict(prog.languages),
+            "parts": sorted(prog.parts),
+        }
+        self.state.mark_unit("extract", file_stem(uri), record)
+        del self.files[uri]
+        self.done += 1
+        self.state.set_phase("extract", "running", files_done=self.done, files_total=self.total, started=self.start)
+
+    def _maybe_log(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_log < self.log_every_s:
+            return
+        self.last_log = now
+        elapsed = max(now - self.start, 1e-6)
+        rate = self.docs / elapsed
+        remaining = self.total - self.done
+        files_rate = self.done / elapsed if self.done else 0.0
+        eta = f"{remaining / files_rate:.0f}s" if files_rate else "?"
+        log.info("extract: %d/%d files done, %d docs, %.1f docs/s, ETA %s", self.done, self.total, self.docs, rate, eta)
+
+
+def funnel_from_units(units: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The extraction funnel (documents in/out of every stage) summed over completed files."""
+    records = sum(u["records"] for u in units.values())
+    html = sum(u["html_responses"] for u in units.values())
+    skipped: Counter = Counter()
+    drops: Counter = Counter()
+    languages: Counter = Counter()
+    for u in units.values():
+        skipped.update(u["skipped"])
+        drops.update(u["drops"])
+        languages.update(u["languages"])
+    extract_fail = sum(v for k, v in drops.items() if k.startswith("extract_") or k == "empty_text")
+    extracted = html - extract_fail
+    lang_kept = extracted - drops.get("language", 0)
+    quality_kept = drops.get("kept", 0)
+    return {
+        "files": len(units),
+        "funnel": [
+            {"stage": "records_read", "documents": records},
+            {"stage": "html_responses", "documents": html},
+            {"stage": "extracted", "documents": extracted},
+            {"stage": "language_kept", "documents": lang_kept},
+            {"stage": "quality_kept", "documents": quality_kept},
+        ],
+        "record_skips": dict(sorted(skipped.items())),
+        "drop_reasons": dict(sorted((k, v) for k, v in drops.items() if k != "kept")),
+        "languages": dict(languages.most_common(20)),
+        "errors": [e for u in units.values() for e in u["errors"]][:50],
+    }
+
+
+def run_extract(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
+    """Phase 2: stream every pending WARC file to ``extracted/``; returns the extraction funnel."""
+    uris = expand_inputs(cfg.input, cfg.storage, cfg.limit_files)
+    done = state.units("extract")
+    todo = [u for u in uris if file_stem(u) not in done]
+    log.info("extract: %d input files, %d already done, %d to read", len(uris), len(uris) - len(todo), len(todo))
+    start = time.time()
+    state.set_phase("extract", "running", files_done=len(uris) - len(todo), files_total=len(uris), started=start)
+    if todo:
+        for uri in todo:  # partial output of an interrupted file is redone from scratch
+            store.delete(f"{EXTRACTED}/{file_stem(uri)}")
+        ds = warc_dataset(todo, cfg.storage, cfg.extract, cfg.limit_records)
+        ds = ds.map_batches(
+            _extract_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=cfg.extract.batch_size
+        )
+        ds = ds.map_batches(
+            PartWriter,
+            fn_constructor_args=(cfg.output, cfg.storage, EXTRACTED),
+            batch_format="pyarrow",
+            batch_size=None,
+            **_writer_pool(),
+        )
+        tracker = ExtractTracker(state, len(uris), len(uris) - len(todo))
+        for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+            for row in batch.to_dict("records"):
+                tracker.update(row)
+        tracker._maybe_log(force=True)
+        if tracker.files:
+            missing = sorted(file_stem(u) for u in tracker.files)
+            raise RuntimeError(f"extract: files not fully written: {missing}")
+    units = {k: v for k, v in state.units("extract").items() if k in {file_stem(u) for u in uris}}
+    summary = funnel_from_units(units)
+    summary["seconds"] = round(time.time() - start, 2)
+    state.set_phase("extract", "done", files_done=len(units), files_total=len(uris), started=start)
+    return summary
+
+
+def _writer_pool() -> dict[str, Any]:
+    from raypipe.runtime import cpu_actor_pool
+
+    return cpu_actor_pool(max_share=0.25, per_actor_cpus=0.25)
+
+
+def _resolve_endpoint(cfg: RunConfig) -> RunConfig:
+    """Pin the S3 endpoint into the config shipped to workers (it is not a secret; credentials stay
+    in the environment), so remote workers reach the same store as the driver."""
+    endpoint = s3_endpoint(cfg.storage)
+    if endpoint and not cfg.storage.endpoint_url:
+        cfg = cfg.model_copy(deep=True)
+        cfg.storage.endpoint_url = endpoint
+    return cfg
+
+
+def run(cfg: RunConfig) -> dict[str, Any]:
+    """Run every phase for ``cfg`` and write ``stats.json``; returns the stats."""
+    cfg = _resolve_endpoint(cfg)
+    init_ray(cfg)
+    store = OutputStore(cfg.output, cfg.storage)
+    state = RunState(store)
+    stats: dict[str, Any] = {"output": cfg.output, "config_hash": cfg.config_hash()}
+    stats["extract"] = run_extract(cfg, store, state)
+    stats["funnel"] = list(stats["extract"]["funnel"])
+    store.write_text("stats.json", json.dumps(stats, indent=2, sort_keys=True))
+    return stats

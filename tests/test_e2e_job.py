@@ -1,0 +1,86 @@
+"""End to end as a user runs it: a real Ray cluster on 127.0.0.1 (``ray start --head`` with the
+dashboard and no work on the head, plus two worker nodes told apart by custom resources), a
+SeaweedFS S3 server, the real WARCs uploaded, ``ray job submit --working-dir .`` of
+jobs/build_forge.py, and the output checked in S3. Also asserts the work reached both workers."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from ray_cluster import local_ray_cluster
+from warcio.archiveiterator import ArchiveIterator
+from warcio.statusandheaders import StatusAndHeadersParser
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+WORKERS = {"node_a": {"node_a": 1}, "node_b": {"node_b": 1}}
+
+
+def independent_counts(paths) -> tuple[int, int]:
+    """Records and 200 HTML responses, counted with warcio (not the code under test)."""
+    records = html = 0
+    for p in paths:
+        with open(p, "rb") as f:
+            for rec in ArchiveIterator(f):
+                records += 1
+                headers = rec.http_headers
+                if rec.rec_type == "response" and headers is None and "msgtype=response" in (rec.content_type or ""):
+                    headers = StatusAndHeadersParser(["HTTP/1.0", "HTTP/1.1"]).parse(rec.raw_stream)
+                if rec.rec_type != "response" or not headers:
+                    continue
+                ctype = (headers.get_header("Content-Type") or "").lower()
+                if headers.get_statuscode() == "200" and ctype.startswith(("text/html", "application/xhtml+xml")):
+                    html += 1
+    return records, html
+
+
+def test_ray_job_submit_end_to_end(s3_server, shared_data):
+    inputs = sorted((shared_data / "warc" / "built").glob("*.warc.gz"))[:3]
+    inputs += sorted((shared_data / "warc" / "cc").glob("*.warc.gz"))
+    inputs += [shared_data / "warc" / "edge_cases" / "resiliparse_clipped_truncated.warc.gz"]
+    s3_server.create_bucket("raypipe-e2e")
+    for p in inputs:
+        s3_server.upload_file(p, "raypipe-e2e", f"in/{p.name}")
+    records, html = independent_counts(p for p in inputs if "clipped" not in p.name)
+    records += 1  # the clipped record: counted by us as truncated_gzip
+
+    submission_id = f"e2e-{uuid.uuid4().hex[:8]}"
+    env = {**s3_server.env, "HF_HUB_OFFLINE": "1"}
+    with local_ray_cluster(WORKERS, cpus_per_worker=1, env=env, timeout_s=240) as cluster:
+        done = cluster.submit(
+            [
+                "python", "jobs/build_forge.py", "--config", "configs/demo.yaml",
+                "--set", "input=s3://raypipe-e2e/in/*.warc.gz", "--set", "output=s3://raypipe-e2e/out/run",
+            ],
+            working_dir=REPO,
+            timeout_s=700,
+            submission_id=submission_id,
+        )  # fmt: skip
+        logs = done.stdout + done.stderr
+        assert done.returncode == 0, logs[-6000:]
+        assert cluster.job_status(submission_id) == "SUCCEEDED"
+        deadline = time.monotonic() + 30  # task events reach the state API shortly after the job
+        placement = cluster.tasks_per_node(submission_id)
+        while len([n for n in placement.values() if n["tasks"]]) < 2 and time.monotonic() < deadline:
+            time.sleep(1)
+            placement = cluster.tasks_per_node(submission_id)
+
+    assert "joined Ray cluster" in logs  # the job ran on the cluster it was submitted to
+    workers_used = [n for n in placement.values() if n["resources"].get("CPU", 0) >= 1 and (n["tasks"] or n["actors"])]
+    assert len(workers_used) == 2, placement
+    assert s3_server.env["AWS_SECRET_ACCESS_KEY"] not in logs
+
+    client = s3_server.client()
+    stats = json.loads(client.get_object(Bucket="raypipe-e2e", Key="out/run/stats.json")["Body"].read())
+    funnel = {s["stage"]: s["documents"] for s in stats["funnel"]}
+    assert funnel["records_read"] == records
+    assert funnel["html_responses"] == html
+    assert stats["extract"]["files"] == len(inputs)
+    assert stats["extract"]["record_skips"]["truncated_gzip"] == 1
+    listing = client.list_objects_v2(Bucket="raypipe-e2e", Prefix="out/run/extracted/")["Contents"]
+    keys = [o["Key"] for o in listing]
+    assert keys and all(k.endswith(".parquet") for k in keys)
