@@ -1,4 +1,4 @@
-"""The ``raypipe`` command: ``raypipe run CONFIG [--set k=v ...]`` and ``raypipe status OUTPUT``."""
+"""The ``raypipe`` command: ``run CONFIG``, ``crawl CONFIG`` (documentation sites) and ``status OUTPUT``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_crawl(args: argparse.Namespace) -> int:
+    from raypipe.crawl import crawl_command
+
+    print(json.dumps(crawl_command(args.config, args.set), indent=2, sort_keys=True))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from raypipe.config import StorageConfig
     from raypipe.state import RunState
@@ -55,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     run_p.add_argument("config", help="YAML config file")
     run_p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     run_p.set_defaults(func=cmd_run)
+    crawl_p = sub.add_parser("crawl", help="crawl documentation sites (crawl.start_urls) into WARC files and seeds")
+    crawl_p.add_argument("config", help="YAML config file")
+    crawl_p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    crawl_p.set_defaults(func=cmd_crawl)
     status_p = sub.add_parser("status", help="print each phase's progress for a running or finished run")
     status_p.add_argument("output", help="the run's output prefix (s3://... or a directory)")
     status_p.set_defaults(func=cmd_status)

