@@ -76,10 +76,14 @@ def main() -> int:
         print(f"--- {name} failure, input {value!r:.300}\n{error}")
     cases = counts["warc_cases"] + counts["extract_cases"]
     crashes = sum(v for k, v in counts.items() if k.endswith(("_violations", "_exceptions")))
-    print(f"warc: {counts['warc_cases']} cases in {warc_s:.0f}s, {counts['warc_exceptions']} exceptions, "
-          f"{counts['warc_violations']} broken invariants")
-    print(f"extract: {counts['extract_cases']} batches in {total_s - warc_s:.0f}s, "
-          f"{counts['extract_exceptions']} exceptions, {counts['extract_violations']} broken invariants")
+    print(
+        f"warc: {counts['warc_cases']} cases in {warc_s:.0f}s, {counts['warc_exceptions']} exceptions, "
+        f"{counts['warc_violations']} broken invariants"
+    )
+    print(
+        f"extract: {counts['extract_cases']} batches in {total_s - warc_s:.0f}s, "
+        f"{counts['extract_exceptions']} exceptions, {counts['extract_violations']} broken invariants"
+    )
     print(f"fuzz_cases: {cases}")
     print(f"fuzz_crashes: {crashes}")
     return 1 if crashes else 0

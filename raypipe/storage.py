@@ -161,7 +161,9 @@ def _s3_client(cfg: StorageConfig) -> Any:
     from botocore.config import Config
 
     conf = Config(
-        retries={"max_attempts": 1, "mode": "standard"},
+        # Exactly one attempt: RetryPolicy does every retry (polite floor, jitter, rate limit).
+        # botocore reads ``max_attempts`` as retries after the first, so it would add a hidden one.
+        retries={"total_max_attempts": 1, "mode": "standard"},
         signature_version=UNSIGNED if cfg.anonymous else None,
         connect_timeout=10,
         read_timeout=60,
