@@ -48,7 +48,14 @@ _SECRET_PATTERNS = [
 
 
 class StorageError(IOError):
-    """An input or output could not be read or written after all retries; the message names it."""
+    """An input or output could not be read or written after all retries; the message names it.
+
+    The message is redacted on construction: it names URIs, and a pasted signed URL carries its
+    credential in the query string.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
 
 
 def redact(text: str) -> str:
@@ -116,9 +123,9 @@ class RetryPolicy:
                 return fn()
             except Exception as e:  # noqa: BLE001 - classified below
                 if not is_retriable(e) or attempt == self.retries:
-                    raise StorageError(f"{what}: {redact(f'{type(e).__name__}: {e}')}") from None
+                    raise StorageError(f"{what}: {type(e).__name__}: {e}") from None
                 wait = self.delay(attempt)
-                log.warning("retrying %s in %.1fs after %s", what, wait, redact(type(e).__name__))
+                log.warning("retrying %s in %.1fs after %s", redact(what), wait, type(e).__name__)
                 time.sleep(wait)
         raise AssertionError("unreachable")
 

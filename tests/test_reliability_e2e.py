@@ -260,6 +260,7 @@ def test_worker_killed_mid_stage_changes_nothing(client, reference, resumed):
     """The same rerun lost a reader task's worker (and the writer actor when it was caught busy):
     tasks were retried, parts rewritten under the same names, and the output is still identical."""
     assert "reader" in resumed.workers_killed, f"no ReadWarc worker was caught running: {resumed.rerun.log()[-2000:]}"
+    print(f"SIGKILLed mid-stage: {resumed.workers_killed}")
     assert_same_output(snapshot(client, BUCKET, reference.prefix), snapshot(client, BUCKET, resumed.prefix))
     _assert_no_secrets(client, resumed.prefix, resumed.rerun, [ACCESS_KEY, SECRET_KEY, FAKE_SESSION_TOKEN])
 
@@ -279,6 +280,7 @@ def test_s3_faults_identical_output_polite_retries_bounded_rate(s3_server, clien
         ]
         job = confined_run(client, prefix, lambda: run_job([*sets, *knobs], env, work / "faulty", timeout_s=400))
     assert sum(proxy.injected.values()) >= 10 and len(proxy.injected) >= 3, proxy.injected
+    print(f"injected {dict(proxy.injected)} into {len(proxy.events)} requests")
     assert_same_output(snapshot(client, BUCKET, reference.prefix), snapshot(client, BUCKET, prefix))
 
     # Input GETs (the Common Crawl path): retries never sooner than the backoff base, jittered.
@@ -300,6 +302,7 @@ def test_s3_faults_identical_output_polite_retries_bounded_rate(s3_server, clien
     starts = sorted(e.t for events in by_key.values() for e in events)
     peak = max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts)
     assert peak <= rate + burst + 1, (peak, len(starts))
+    print(f"input GETs {len(starts)}, retry gaps {sorted(round(g, 2) for g in gaps)}, peak {peak}/s")
     assert "retrying read s3://" in job.log()
 
 
