@@ -225,7 +225,8 @@ def resumed(s3_server, client, reference, work) -> Resumed:
         for role, title in (("reader", "ray::ReadWarc"), ("writer", "ray::MapWorker(MapBatches(PartWriter))")):
             if role in workers_killed or (role == "writer" and "reader" not in workers_killed):
                 continue
-            busy = [p for p in job.workers(title) if role == "reader" or p.cmdline()[0] != title]  # idle: bare title
+            # a reader's title means it runs a task; the writer's is bare when idle, ``.__init__`` when starting
+            busy = [p for p in job.workers(title) if role == "reader" or p.cmdline()[0].startswith(title + ".s")]
             if busy:
                 workers_killed[role] = busy[0].cmdline()[0]
                 busy[0].send_signal(signal.SIGKILL)
