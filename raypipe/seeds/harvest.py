@@ -119,7 +119,8 @@ def _run_child(modules: list[str], cfg: SeedsConfig, stats: Counter, failures: l
         )
         proc.stdin.close()
         lines = _LineReader(proc.stdout.fileno())
-        current, deadline, done = None, time.monotonic() + cfg.harvest_module_timeout_s, set()
+        # until the child announces a module, a stall is blamed on the first one, so a retry always advances
+        current, deadline, done = batch[0], time.monotonic() + cfg.harvest_module_timeout_s, set()
         try:
             while True:
                 line = lines.next(deadline)
@@ -128,7 +129,7 @@ def _run_child(modules: list[str], cfg: SeedsConfig, stats: Counter, failures: l
                     failures.append(f"{current}: timed out after {cfg.harvest_module_timeout_s:.0f}s")
                     break
                 if not line:
-                    if current is not None and current not in done:
+                    if current not in done:
                         stats["child_crashes"] += 1
                         failures.append(f"{current}: interpreter exited with code {proc.wait()}")
                     break
@@ -144,7 +145,7 @@ def _run_child(modules: list[str], cfg: SeedsConfig, stats: Counter, failures: l
             proc.kill()
             proc.wait()
             lines.close()
-        started = batch.index(current) + 1 if current in batch else 0
+        started = batch.index(current) + 1
         pending = batch[max(started, len(done)) :] + pending if len(done) < len(batch) else pending
 
 
