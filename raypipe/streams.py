@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import pandas as pd
 import pyarrow as pa
 
-from raypipe.config import DatasetSourceConfig, StorageConfig
+from raypipe.config import DatasetSourceConfig, MixConfig, StorageConfig
 from raypipe.storage import StorageError, filesystem, open_input
 
 DATASET_FILE = re.compile(r"\.(parquet|jsonl|jsonl\.gz|txt|txt\.gz)$")
@@ -111,6 +111,12 @@ def read_dataset_file(
             out["license"].append(str(license_) if license_ is not None else src.license)
             row += 1
         yield pd.DataFrame(out)
+
+
+def configured_streams(mix: MixConfig, storage: StorageConfig) -> dict[str, Any]:
+    """The streams the config names as datasets: ``code`` and, when set, ``text`` (Ray Datasets)."""
+    named = {"code": mix.code, "text": mix.text}
+    return {stream: dataset_stream(src, stream, storage) for stream, src in named.items() if src is not None}
 
 
 def dataset_stream(src: DatasetSourceConfig, stream: str, storage: StorageConfig):

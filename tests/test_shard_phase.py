@@ -17,9 +17,9 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from raypipe.config import DatasetSourceConfig, RunConfig, StorageConfig, TokenizerConfig
 from raypipe.shards.phase import run_shard
-from raypipe.shards.tokenizer import load_tokenizer
+from raypipe.shards.tokenizer import llama3_model_path, load_tokenizer
 from raypipe.storage import OutputStore
-from raypipe.streams import dataset_stream, read_dataset_file
+from raypipe.streams import configured_streams, read_dataset_file
 
 pytestmark = [
     pytest.mark.integration,
@@ -66,16 +66,21 @@ def read_index(store: OutputStore) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def first_config(output: str, **overrides) -> RunConfig:
+    """1.2M tokens at 1:1:1: agent and text hold less than 400k each, so both are upsampled."""
+    return config(output, mix={"total_tokens": 1_200_000, "max_repeats": 2}, **overrides)
+
+
 @pytest.fixture(scope="module")
 def first_run(ray_cluster, streams, tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("first") / "out"
-    cfg = config(str(out))
+    cfg = first_config(str(out))
     return run_shard(streams, cfg, OutputStore(cfg.output, cfg.storage), FUNNEL), out
 
 
 def test_megatron_reads_every_shard_and_the_tokens_are_the_documents(first_run, streams):
     manifest, out = first_run
-    cfg = config(str(out))
+    cfg = first_config(str(out))
     store = OutputStore(cfg.output, cfg.storage)
 
     assert json.loads(store.read_bytes("manifest.json")) == manifest
@@ -86,11 +91,16 @@ def test_megatron_reads_every_shard_and_the_tokens_are_the_documents(first_run, 
     assert len(manifest["shards"]) >= 4
     assert not store.list("_tmp")
 
+    assert not manifest["mix"]["warnings"]
+    for stream in ("agent", "text"):
+        counts = manifest["mix"]["streams"][stream]
+        assert counts["sequences"] > counts["selected_documents"]
     texts = {(s, d): t for s, df in streams.items() for d, t in zip(df["doc_id"], df["text"], strict=True)}
     index = read_index(store)
     tokenizer = load_tokenizer(TokenizerConfig())
     assert {"seed_similarity", "url", "stream", "tokens", "shard"} <= set(index.columns)
     assert index.loc[index["stream"] == "agent", "seed_similarity"].notna().all()
+    assert index["copy"].max() == 1 and not index.duplicated(["stream", "doc_id", "copy"]).any()
     total_docs = 0
     for shard in manifest["shards"]:
         ds = IndexedDataset(str(out / shard["path"]))
@@ -121,7 +131,7 @@ def test_same_input_gives_identical_shards_on_other_worker_counts_and_orders(fir
         name: ray.data.from_pandas(df.sample(frac=1.0, random_state=7)).repartition(5)
         for name, df in reversed(streams.items())
     }
-    cfg = config(
+    cfg = first_config(
         str(tmp_path / "b"),
         tokenizer={"max_actors": 1, "batch_size": 33},
         shards={"tokens_per_shard": 150_000, "writer_tasks": 1},
@@ -145,10 +155,14 @@ def test_on_s3_writes_are_atomic_and_a_rerun_replaces_the_previous_output(
     with gzip.open(code_file, "wt") as out:
         out.writelines(lines)
     s3_server.upload_file(code_file, "raypipe-shards", "datasets/code/part-0.jsonl.gz")
-    code = dataset_stream(DatasetSourceConfig(uri="s3://raypipe-shards/datasets/code/"), "code", StorageConfig())
-    inputs = {"agent": streams["agent"], "code": code, "text": streams["text"]}
-
-    cfg = config("s3://raypipe-shards/runs/r1", shards={"tokens_per_shard": 10_000_000})
+    s3_server.upload_file(Path(str(llama3_model_path())), "raypipe-shards", "tokenizers/llama3.tiktoken")
+    cfg = config(
+        "s3://raypipe-shards/runs/r1",
+        shards={"tokens_per_shard": 10_000_000},
+        mix={"code": {"uri": "s3://raypipe-shards/datasets/code/"}},
+        tokenizer={"kind": "tiktoken", "path": "s3://raypipe-shards/tokenizers/llama3.tiktoken"},
+    )
+    inputs = {"agent": streams["agent"], "text": streams["text"], **configured_streams(cfg.mix, cfg.storage)}
     store = OutputStore(cfg.output, cfg.storage)
     for stale in ("manifest.json", "shards/forge_00007.bin", "shards/forge_00007.idx", "documents/forge_00007.parquet"):
         store.write_text(stale, "from an earlier run")
@@ -172,5 +186,6 @@ def test_on_s3_writes_are_atomic_and_a_rerun_replaces_the_previous_output(
     ds = IndexedDataset(str(local / "forge_00000"))
     assert len(ds) == manifest["totals"]["documents"]
     assert hashlib.sha256((local / "forge_00000.bin").read_bytes()).hexdigest() == manifest["shards"][0]["sha256"]
+    assert manifest["tokenizer"]["sha256"] == load_tokenizer(TokenizerConfig()).sha256
     sources = {s["source"]: s for s in manifest["sources"]}
     assert sources["part-0"]["stream"] == "code" and sources["part-0"]["licenses"]

@@ -176,8 +176,8 @@ shard's sha256 against it.
 
 ## Loading in Megatron-LM
 
-Each shard is a `--data-path` prefix (`<prefix>.bin` + `<prefix>.idx`); the streams are already
-mixed and shuffled across shards, so weight each shard by its tokens:
+Each shard is a `--data-path` prefix (`<prefix>.bin` + `<prefix>.idx`, relative to this folder);
+the streams are already mixed and shuffled across shards, so weight each shard by its tokens:
 
 ```
 --data-path {data_path}

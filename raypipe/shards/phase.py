@@ -180,7 +180,7 @@ def run_shard(streams: Mapping[str, Any], cfg: RunConfig, store: OutputStore, fu
     # materialized dataset owns a copy of the DataContext, so the caller's setting is untouched.
     attached.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     written = (
-        attached.groupby("shard", num_partitions=min(n_shards, 4 * cfg.shards.writer_tasks))
+        attached.groupby("shard")
         .map_groups(
             write_shard_group,
             fn_args=(store.prefix, cfg.storage, cfg.shards, dtype.name),
