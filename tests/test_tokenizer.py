@@ -38,6 +38,7 @@ ADVERSARIAL = [
     "é" * 900_001,
     "<|end_of_text|> is text here, <|begin_of_text|> too",
     "",
+    json.loads('"a lone \\ud800 surrogate and a pair \\ud83d\\ude00 from JSON escapes"'),
 ]
 
 
@@ -100,6 +101,6 @@ def test_hf_tokenizer_json_with_the_same_vocab_gives_the_same_ids(llama3, shared
     hf.save(str(path))
     tok = load_tokenizer(TokenizerConfig(kind="hf_json", path=str(path)))
     assert (tok.eos_id, tok.vocab_size) == (llama3.eos_id, llama3.vocab_size)
-    texts = [*real_texts(shared_data, code=40, text=40), ADVERSARIAL[2]]
+    texts = [*real_texts(shared_data, code=40, text=40), ADVERSARIAL[2], ADVERSARIAL[4]]
     for a, b in zip(tok.encode_documents(texts), llama3.encode_documents(texts), strict=True):
         assert np.array_equal(a, b)

@@ -37,7 +37,7 @@ from raypipe.shards.manifest import (
     write_manifest,
 )
 from raypipe.shards.megatron import ShardFiles, token_dtype, validate_shard, write_shard
-from raypipe.shards.tokenizer import TokenizeStage, load_tokenizer
+from raypipe.shards.tokenizer import TokenizeStage, load_tokenizer, without_surrogates
 from raypipe.storage import OutputStore
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,15 @@ INPUT_SCHEMA = pa.schema(
 
 
 def _as_text(value: Any) -> str | None:
+    """A string Arrow can hold (UTF-8, so lone surrogates are repaired), or None for a missing value."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    return value if isinstance(value, str) else str(value)
+    text = value if isinstance(value, str) else str(value)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return without_surrogates(text)
+    return text
 
 
 class NormalizeStream:

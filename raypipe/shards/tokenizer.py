@@ -99,6 +99,12 @@ def safe_pieces(text: str) -> Iterator[str]:
         yield window[cut:]
 
 
+def without_surrogates(text: str) -> str:
+    """Text that UTF-8 can encode: surrogate pairs joined, lone surrogates (e.g. from JSON escapes
+    in scraped pages) replaced by U+FFFD, as ``tiktoken``'s own ``encode`` does."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 class Encoder(Protocol):
     def __call__(self, texts: list[str]) -> list[np.ndarray]: ...
 
@@ -143,12 +149,17 @@ class _TiktokenEncoder:
         self.encoding = encoding
         self.pool = ThreadPoolExecutor(num_threads) if num_threads > 1 else None
 
+    def piece(self, text: str) -> np.ndarray:
+        try:
+            return self.encoding.encode_to_numpy(text, disallowed_special=())
+        except UnicodeEncodeError:
+            return self.encoding.encode_to_numpy(without_surrogates(text), disallowed_special=())
+
     def one(self, text: str) -> np.ndarray:
         pieces = list(safe_pieces(text))
-        encode = self.encoding.encode_to_numpy
         if len(pieces) == 1:
-            return encode(pieces[0], disallowed_special=())
-        return np.concatenate([encode(p, disallowed_special=()) for p in pieces])
+            return self.piece(pieces[0])
+        return np.concatenate([self.piece(p) for p in pieces])
 
     def __call__(self, texts: list[str]) -> list[np.ndarray]:
         if self.pool is None:
@@ -185,7 +196,10 @@ def _huggingface(kind: str, name: str, hf: Any, serialized: bytes, cfg: Tokenize
     hf.encode_special_tokens = True
 
     def encode(texts: list[str]) -> list[np.ndarray]:
-        encoded = hf.encode_batch(texts, add_special_tokens=False)
+        try:
+            encoded = hf.encode_batch(texts, add_special_tokens=False)
+        except TypeError:  # a text UTF-8 cannot encode (lone surrogates)
+            encoded = hf.encode_batch([without_surrogates(t) for t in texts], add_special_tokens=False)
         return [np.asarray(e.ids, dtype=np.int32) for e in encoded]
 
     return Tokenizer(
