@@ -13,7 +13,6 @@ import base64
 import hashlib
 import importlib.metadata
 import importlib.resources
-import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,7 +53,10 @@ LLAMA3_SPECIAL_TOKENS = _LLAMA3_NAMED + [
 # windows and cuts such runs every 25k characters. We cut at the same places, so ids match it.
 WINDOW_CHARS = 400_000
 MAX_RUN_CHARS = 25_000
-_LONG_RUN = re.compile(rf"\s{{{MAX_RUN_CHARS + 1},}}|\S{{{MAX_RUN_CHARS + 1},}}")
+# str.isspace() for every code point (all whitespace lies below U+3001): finding runs with numpy
+# over code points is ~10x faster than a Python regex over a long document.
+_SPACE_TABLE = np.zeros(0x110000, dtype=bool)
+_SPACE_TABLE[[c for c in range(0x3001) if chr(c).isspace()]] = True
 
 
 class TokenizerError(ValueError):
@@ -92,11 +94,22 @@ def safe_pieces(text: str) -> Iterator[str]:
     for start in range(0, len(text), WINDOW_CHARS):
         window = text[start : start + WINDOW_CHARS]
         cut = 0
-        for run in _LONG_RUN.finditer(window):
-            for pos in range(run.start() + MAX_RUN_CHARS, run.end(), MAX_RUN_CHARS):
+        for run_start, run_end in _long_runs(window):
+            for pos in range(run_start + MAX_RUN_CHARS, run_end, MAX_RUN_CHARS):
                 yield window[cut:pos]
                 cut = pos
         yield window[cut:]
+
+
+def _long_runs(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of every run of whitespace or of non-whitespace longer than MAX_RUN_CHARS."""
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    space = _SPACE_TABLE[codes]
+    edges = np.flatnonzero(space[1:] != space[:-1]) + 1
+    starts = np.concatenate(([0], edges))
+    ends = np.concatenate((edges, [len(codes)]))
+    long = ends - starts > MAX_RUN_CHARS
+    return list(zip(starts[long].tolist(), ends[long].tolist(), strict=True))
 
 
 def without_surrogates(text: str) -> str:
