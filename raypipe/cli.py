@@ -19,7 +19,12 @@ def print_summary(stats: dict) -> None:
     print(f"\noutput: {stats['output']}")
     print("funnel:")
     for step in stats["funnel"]:
-        print(f"  {step['stage']:<16} {step['documents']:>10,}")
+        print(f"  {step['stage']:<24} {step['documents']:>12,}")
+    mix = stats.get("mix")
+    if mix:
+        print(f"manifest: {mix['shards']} shards, {mix['documents']:,} documents, {mix['tokens']:,} tokens")
+        for stream, tokens in sorted(mix["tokens_by_stream"].items()):
+            print(f"  {stream:<8} {tokens:>14,} tokens ({tokens / max(1, mix['tokens']):.1%})")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -210,6 +210,8 @@ class CrawlerConfig(Section):
             except re.error as e:
                 raise ValueError(f"invalid regex {pattern!r}: {e}") from None
         return v
+
+
 class DatasetSourceConfig(Section):
     """A document dataset named in config (the code stream, or a text stream not taken from the crawl)."""
 

@@ -277,15 +277,43 @@ def run_seeds(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
     return summary
 
 
+def full_funnel(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """Documents in/out of every stage, from the WARC records to the shards."""
+    funnel = list(stats["extract"]["funnel"])
+    score, clean = stats.get("score"), stats.get("clean")
+    if score:
+        funnel.append({"stage": "agent_selected", "documents": score["selected"]})
+    if clean and "funnel" in clean:
+        funnel.extend(clean["funnel"])
+    if stats.get("mix"):
+        funnel.append({"stage": "in_shards", "documents": stats["mix"]["documents"]})
+    return funnel
+
+
 def run(cfg: RunConfig) -> dict[str, Any]:
-    """Run every phase for ``cfg`` and write ``stats.json``; returns the stats."""
+    """Run every phase for ``cfg``, then ``stats.json`` and ``report.html``; ``manifest.json`` (the
+    commit marker) is written last by the shard phase. Returns the stats."""
+    from raypipe.phases import run_clean_phase, run_score, run_shard_phase
+
     cfg = _resolve_endpoint(cfg)
     init_ray(cfg)
     store = OutputStore(cfg.output, cfg.storage)
     state = RunState(store)
-    stats: dict[str, Any] = {"output": cfg.output, "config_hash": cfg.config_hash()}
-    stats["seeds"] = run_seeds(cfg, store, state)
-    stats["extract"] = run_extract(cfg, store, state)
-    stats["funnel"] = list(stats["extract"]["funnel"])
-    store.write_text("stats.json", json.dumps(stats, indent=2, sort_keys=True))
+    timings: dict[str, float] = {}
+    stats: dict[str, Any] = {"output": cfg.output, "config_hash": cfg.config_hash(), "timings": timings}
+    for name, phase in (
+        ("seeds", run_seeds),
+        ("extract", run_extract),
+        ("score", run_score),
+        ("clean", run_clean_phase),
+    ):
+        began = time.monotonic()
+        stats[name] = phase(cfg, store, state)
+        timings[name] = round(time.monotonic() - began, 2)
+    began = time.monotonic()
+    manifest = run_shard_phase(cfg, store, state, full_funnel(stats))
+    timings["shard"] = round(time.monotonic() - began, 2)
+    stats["mix"] = {**manifest["totals"], "mix": manifest["mix"], "tokenizer": manifest["tokenizer"]}
+    stats["funnel"] = full_funnel(stats)
+    store.write_text("stats.json", json.dumps(stats, indent=2, sort_keys=True, default=str))
     return stats
