@@ -125,6 +125,8 @@ def tokenize_streams(streams: Mapping[str, Any], cfg: RunConfig):
     import ray.data
     from ray.data import ActorPoolStrategy
 
+    if not streams:
+        raise MixError("no streams to tokenize: pass at least one of " + ", ".join(sorted(cfg.mix.ratio)))
     parts = []
     for name in sorted(streams):
         data = streams[name]
