@@ -100,6 +100,9 @@ class SeedsConfig(Section):
     on_error: Literal["raise", "collect"] = Field(
         "raise", description="Malformed record: raise at once, or collect into the load report and go on."
     )
+    max_per_source: int | None = Field(
+        None, ge=1, description="Keep at most this many seeds per source (a seeded, deterministic sample)."
+    )
     harvest_modules: list[str] = Field(
         ["@stdlib", "@installed"],
         description="Modules to introspect for API docs; '@stdlib' and '@installed' expand; [] disables.",
