@@ -35,6 +35,15 @@ def _public(name: str) -> bool:
     return bool(name) and not name.startswith("_") and name.isidentifier()
 
 
+def _importable(name: str) -> bool:
+    """Whether a top-level module can be found; a module already loaded without a spec (some
+    packages install such shims into sys.modules) makes find_spec raise ValueError."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def expand_modules(cfg: SeedsConfig) -> list[str]:
     """Top-level module names: ``@stdlib`` and ``@installed`` expanded, excludes removed, in order."""
     excluded = set(cfg.harvest_exclude)
@@ -48,7 +57,7 @@ def expand_modules(cfg: SeedsConfig) -> list[str]:
             names = [item]
         for name in names:
             if _public(name.split(".")[0]) and name not in excluded and name.split(".")[0] not in excluded:
-                if name == item or importlib.util.find_spec(name) is not None:
+                if name == item or _importable(name):
                     out.append(name)
     seen: set[str] = set()
     return [n for n in out if not (n in seen or seen.add(n))]
