@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from raypipe.config import RunConfig, StorageConfig
 from raypipe.extract import ExtractStage
+from raypipe.report import write_report
 from raypipe.runtime import init_ray
 from raypipe.state import RunState
 from raypipe.storage import OutputStore, expand_inputs, redact, s3_endpoint
@@ -241,5 +242,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     stats: dict[str, Any] = {"output": cfg.output, "config_hash": cfg.config_hash()}
     stats["crawl"] = run_crawl(cfg, store, state)
     stats["funnel"] = list(stats["crawl"]["funnel"])
+    stats["timings"] = {"crawl": stats["crawl"]["seconds"]}
     store.write_text("stats.json", json.dumps(stats, indent=2, sort_keys=True))
+    write_report(stats, store)
     return stats
