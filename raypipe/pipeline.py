@@ -102,6 +102,7 @@ class CrawlTracker:
         self.done = already_done
         self.docs = 0
         self.start = time.monotonic()
+        self.started_at = time.time()  # wall clock for the run state: `raypipe status` reads it elsewhere
         self.last_log = self.start
         self.log_every_s = log_every_s
 
@@ -134,7 +135,9 @@ class CrawlTracker:
         self.state.mark_unit("crawl", file_stem(uri), record)
         del self.files[uri]
         self.done += 1
-        self.state.set_phase("crawl", "running", files_done=self.done, files_total=self.total, started=self.start)
+        self.state.set_phase(
+            "crawl", "running", files_done=self.done, files_total=self.total, started=self.started_at, docs=self.docs
+        )
 
     def _maybe_log(self, force: bool = False) -> None:
         now = time.monotonic()
