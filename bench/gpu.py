@@ -4,8 +4,9 @@ loop on the same pages, with GPU utilization sampled while each runs.
 The stage is anything callable on a pandas batch with a ``text`` column that returns the batch
 with ``seed_similarity`` added. ``--stage raypipe`` (the default) builds raypipe's
 ``SeedRetriever`` over a seed index made here from ``../shared/data/seeds``; ``--stage
-module:factory`` calls ``factory(device=..., workdir=...)`` for any other one. Pages are real web
-pages (the bench corpus, extracted by raypipe's own stage, untimed), repeated to ``--docs``.
+module:factory`` calls ``factory(device=..., workdir=...)`` (plus ``max_chunks=1`` for the
+equal-work run) for any other one. Pages are real web pages (the bench corpus, extracted by
+raypipe's own stage, untimed), repeated to ``--docs``.
 
 Without a GPU it runs on CPU and says so (the figures are then CPU figures). Utilization comes from
 NVML (``pynvml``/``nvidia-ml-py``) when importable, else from ``nvidia-smi``, sampled every 0.2 s.
