@@ -301,6 +301,10 @@ class RunConfig(Section):
         None, ge=1, description="Stop each WARC file after this many records (demo over HTTPS)."
     )
     seed: int = Field(1234, description="Seed for every sampling decision, so reruns are identical.")
+    phases: list[Literal["seeds", "extract", "score", "clean", "shard"]] = Field(
+        ["seeds", "extract", "score", "clean", "shard"],
+        description="Phases to run, in pipeline order; a phase reads the outputs of the ones before it.",
+    )
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Storage access.")
     extract: ExtractConfig = Field(default_factory=ExtractConfig, description="HTML to text.")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality heuristics.")

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from raypipe.config import RunConfig, StorageConfig
 from raypipe.extract import ExtractStage
+from raypipe.report import write_report
 from raypipe.runtime import init_ray
 from raypipe.state import RunState
 from raypipe.storage import OutputStore, expand_inputs, redact, s3_endpoint
@@ -101,6 +102,7 @@ class ExtractTracker:
         self.done = already_done
         self.docs = 0
         self.start = time.monotonic()
+        self.started_at = time.time()  # wall clock for the run state: `raypipe status` reads it elsewhere
         self.last_log = self.start
         self.log_every_s = log_every_s
 
@@ -133,7 +135,9 @@ class ExtractTracker:
         self.state.mark_unit("extract", file_stem(uri), record)
         del self.files[uri]
         self.done += 1
-        self.state.set_phase("extract", "running", files_done=self.done, files_total=self.total, started=self.start)
+        self.state.set_phase(
+            "extract", "running", files_done=self.done, files_total=self.total, started=self.started_at, docs=self.docs
+        )
 
     def _maybe_log(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -279,7 +283,7 @@ def run_seeds(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
 
 def full_funnel(stats: dict[str, Any]) -> list[dict[str, Any]]:
     """Documents in/out of every stage, from the WARC records to the shards."""
-    funnel = list(stats["extract"]["funnel"])
+    funnel = list(stats["extract"]["funnel"]) if "extract" in stats else []
     score, clean = stats.get("score"), stats.get("clean")
     if score:
         funnel.append({"stage": "agent_selected", "documents": score["selected"]})
@@ -301,19 +305,21 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     state = RunState(store)
     timings: dict[str, float] = {}
     stats: dict[str, Any] = {"output": cfg.output, "config_hash": cfg.config_hash(), "timings": timings}
-    for name, phase in (
-        ("seeds", run_seeds),
-        ("extract", run_extract),
-        ("score", run_score),
-        ("clean", run_clean_phase),
-    ):
+    phases = {"seeds": run_seeds, "extract": run_extract, "score": run_score, "clean": run_clean_phase}
+    for name, phase in phases.items():
+        if name in cfg.phases:
+            began = time.monotonic()
+            stats[name] = phase(cfg, store, state)
+            timings[name] = round(time.monotonic() - began, 2)
+    if "score" in stats:
+        stats["scores"] = stats["score"]["histograms"]
+        stats["top_domains"] = [{"domain": d, "documents": n} for d, n in stats["score"]["top_domains"].items()]
+    if "shard" in cfg.phases:
         began = time.monotonic()
-        stats[name] = phase(cfg, store, state)
-        timings[name] = round(time.monotonic() - began, 2)
-    began = time.monotonic()
-    manifest = run_shard_phase(cfg, store, state, full_funnel(stats))
-    timings["shard"] = round(time.monotonic() - began, 2)
-    stats["mix"] = {**manifest["totals"], "mix": manifest["mix"], "tokenizer": manifest["tokenizer"]}
+        manifest = run_shard_phase(cfg, store, state, full_funnel(stats))
+        timings["shard"] = round(time.monotonic() - began, 2)
+        stats["mix"] = {**manifest["totals"], **manifest["mix"], "tokenizer": manifest["tokenizer"]}
     stats["funnel"] = full_funnel(stats)
     store.write_text("stats.json", json.dumps(stats, indent=2, sort_keys=True, default=str))
+    write_report(stats, store)
     return stats
