@@ -19,7 +19,12 @@ def print_summary(stats: dict) -> None:
     print(f"\noutput: {stats['output']}")
     print("funnel:")
     for step in stats["funnel"]:
-        print(f"  {step['stage']:<16} {step['documents']:>10,}")
+        print(f"  {step['stage']:<24} {step['documents']:>12,}")
+    mix = stats.get("mix")
+    if mix:
+        print(f"manifest: {mix['shards']} shards, {mix['documents']:,} documents, {mix['tokens']:,} tokens")
+        for stream, tokens in sorted(mix["tokens_by_stream"].items()):
+            print(f"  {stream:<8} {tokens:>14,} tokens ({tokens / max(1, mix['tokens']):.1%})")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -39,19 +44,16 @@ def cmd_crawl(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Print each phase's progress (files, docs, rate, elapsed, ETA) from the run state under OUTPUT."""
     from raypipe.config import StorageConfig
-    from raypipe.state import RunState
+    from raypipe.status import status_lines
     from raypipe.storage import OutputStore
 
-    store = OutputStore(args.output, StorageConfig())
-    phases = RunState(store).phases()
-    if not phases:
+    lines = status_lines(OutputStore(args.output, StorageConfig()))
+    if lines is None:
         print(f"no run state under {args.output}")
         return 1
-    for p in phases:
-        extra = {k: v for k, v in p.items() if k not in ("phase", "status", "updated", "started")}
-        print(f"{p['phase']:<10} {p['status']:<8} {json.dumps(extra, sort_keys=True)}")
-    print("committed: yes (manifest.json present)" if store.exists("manifest.json") else "committed: no")
+    print("\n".join(lines))
     return 0
 
 

@@ -106,6 +106,9 @@ class SeedsConfig(Section):
     on_error: Literal["raise", "collect"] = Field(
         "raise", description="Malformed record: raise at once, or collect into the load report and go on."
     )
+    max_per_source: int | None = Field(
+        None, ge=1, description="Keep at most this many seeds per source (a seeded, deterministic sample)."
+    )
     harvest_modules: list[str] = Field(
         ["@stdlib", "@installed"],
         description="Modules to introspect for API docs; '@stdlib' and '@installed' expand; [] disables.",
@@ -137,9 +140,9 @@ class RetrieveConfig(Section):
     batch_size: int = Field(64, gt=0, description="Chunks per forward pass.")
     max_tokens: int = Field(256, gt=8, description="Tokens per chunk (capped at the model's max_seq_length).")
     max_chunks: int = Field(
-        4, ge=1, description="Chunks embedded per page, max cosine over them; 1 = first max_tokens only."
+        2, ge=1, description="Chunks embedded per page, max cosine over them; 1 = first max_tokens only."
     )
-    seed_max_chunks: int = Field(4, ge=1, description="Chunks embedded per seed; each chunk is its own vector.")
+    seed_max_chunks: int = Field(1, ge=1, description="Chunks embedded per seed; each chunk is its own vector.")
     flat_max_vectors: int = Field(1_000_000, gt=0, description="Exact flat index up to this many vectors.")
     index_type: Literal["auto", "flat", "ivf", "hnsw"] = Field(
         "auto", description="auto: flat up to flat_max_vectors, HNSW beyond; or force one."
@@ -218,6 +221,80 @@ class CrawlerConfig(Section):
         return v
 
 
+class DatasetSourceConfig(Section):
+    """A document dataset named in config (the code stream, or a text stream not taken from the crawl)."""
+
+    uri: str | list[str] = Field(
+        ..., description="Parquet, JSONL(.gz) or text-lines (.txt/.txt.gz) files: a URI, glob, directory or list."
+    )
+    name: str | None = Field(None, description="Source name in the manifest; None uses each file's stem.")
+    text_field: str | None = Field("text", description="Column with the document text; None = the whole record.")
+    id_field: str | None = Field(None, description="Column with a stable document id; None = '<file stem>:<row>'.")
+    url_field: str | None = Field(None, description="Column used as the document's url; None = '<uri>#<row>'.")
+    license_field: str | None = Field("license", description="Column with a per-document license, if present.")
+    license: str | None = Field(None, description="License of the whole dataset, where rows do not carry one.")
+    batch_rows: int = Field(1024, gt=0, description="Rows per block when reading a file.")
+
+
+class MixConfig(Section):
+    """Token-based mixing of the agent, code and text streams (the paper's Stage I is 1:1:1)."""
+
+    ratio: dict[str, float] = Field(
+        {"agent": 1.0, "code": 1.0, "text": 1.0},
+        description="Target share of tokens per stream (normalised to sum to 1).",
+    )
+    total_tokens: int | None = Field(
+        None, ge=1, description="Tokens in the whole mix; None = the largest mix the streams hold at the ratio."
+    )
+    max_repeats: float = Field(
+        1.0, ge=1.0, description="Upsampling cap: a stream's tokens may appear at most this many times."
+    )
+    on_shortfall: Literal["scale", "keep"] = Field(
+        "scale",
+        description="A stream short of its target: 'scale' shrinks the whole mix to keep the ratio; "
+        "'keep' keeps the other streams at target and reports the off-target ratio.",
+    )
+    score_ordered: list[str] = Field(
+        [], description="Streams sampled by agent_score (rows without a score, i.e. seeds, first), not at random."
+    )
+    source_repeats: dict[str, int] = Field(
+        {}, description="Copies per document for sources matching a glob (e.g. {'seed*': 2}); default 1."
+    )
+    seed: int | None = Field(None, description="Sampling seed; None uses the run's seed.")
+    code: DatasetSourceConfig | None = Field(None, description="The code stream's dataset.")
+    text: DatasetSourceConfig | None = Field(
+        None, description="A dataset for the text stream; None = crawl pages that passed quality, not selected."
+    )
+
+
+class TokenizerConfig(Section):
+    kind: Literal["llama3", "tiktoken", "hf_json", "hf_name"] = Field(
+        "llama3",
+        description="llama3 (offline, from the llama-models wheel), a tiktoken BPE file, "
+        "a HF tokenizer.json, or a HF model name (online).",
+    )
+    path: str | None = Field(None, description="tiktoken BPE ranks file or tokenizer.json (local path or s3://).")
+    name: str | None = Field(None, description="HF model name, for kind=hf_name.")
+    pattern: str | None = Field(None, description="Pre-tokenizer regex for a tiktoken file; None = LLaMA-3's.")
+    special_tokens: list[str] | None = Field(
+        None, description="Special tokens after a tiktoken file's ranks, in id order; None = LLaMA-3's 256."
+    )
+    eos_token: str = Field("<|end_of_text|>", description="Appended to every document.")
+    batch_size: int = Field(256, gt=0, description="Documents per tokenizer batch.")
+    num_threads: int = Field(1, ge=1, description="Threads per actor for batch encoding (1 = plain loop).")
+    actor_cpus: float = Field(0.5, gt=0, description="CPUs reserved per tokenizer actor (fractional on small nodes).")
+    max_actors: int | None = Field(None, ge=1, description="Tokenizer actor pool size; None = the cluster's CPUs.")
+
+
+class ShardsConfig(Section):
+    tokens_per_shard: int = Field(
+        134_217_728, gt=0, description="A shard closes once it holds at least this many tokens (EOS included)."
+    )
+    prefix: str = Field("forge", description="Shard file names: shards/<prefix>_<00000>.bin/.idx.")
+    writer_tasks: int = Field(2, ge=1, description="Shards written concurrently (one task per shard).")
+    write_chunk_bytes: int = Field(8 << 20, gt=0, description="Bytes per write when streaming a .bin file.")
+
+
 class RunConfig(Section):
     """The whole run: inputs, output prefix and one section per phase."""
 
@@ -230,6 +307,10 @@ class RunConfig(Section):
         None, ge=1, description="Stop each WARC file after this many records (demo over HTTPS)."
     )
     seed: int = Field(1234, description="Seed for every sampling decision, so reruns are identical.")
+    phases: list[Literal["seeds", "extract", "score", "clean", "shard"]] = Field(
+        ["seeds", "extract", "score", "clean", "shard"],
+        description="Phases to run, in pipeline order; a phase reads the outputs of the ones before it.",
+    )
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Storage access.")
     extract: ExtractConfig = Field(default_factory=ExtractConfig, description="HTML to text.")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality heuristics.")
@@ -237,6 +318,9 @@ class RunConfig(Section):
     seeds: SeedsConfig = Field(default_factory=SeedsConfig, description="Seed corpus sources and harvesting.")
     retrieve: RetrieveConfig = Field(default_factory=RetrieveConfig, description="Seed index and retrieval.")
     crawl: CrawlerConfig = Field(default_factory=CrawlerConfig, description="Crawl of documentation sites.")
+    mix: MixConfig = Field(default_factory=MixConfig, description="agent:code:text mixing by tokens.")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenizer for the shards.")
+    shards: ShardsConfig = Field(default_factory=ShardsConfig, description="Megatron shard layout.")
 
     @field_validator("output")
     @classmethod

@@ -35,8 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     server = start_local_s3(root=workdir / "s3")
     try:
         server.create_bucket(BUCKET)
-        warc_dir = Path(args.shared) / "warc"
+        shared = Path(args.shared)
+        warc_dir = shared / "warc"
         overrides = [f"output=s3://{BUCKET}/runs/demo"]
+        if shared.is_dir():
+            for folder in ("seeds", "mix/code"):
+                files = sorted(p for p in (shared / folder).rglob("*") if p.is_file())
+                for p in files:
+                    server.upload_file(p, BUCKET, f"{folder}/{p.relative_to(shared / folder)}")
+            server.upload_file(shared / "MANIFEST.jsonl", BUCKET, "meta/MANIFEST.jsonl")
+            overrides += [
+                f"seeds.sources=[s3://{BUCKET}/seeds/]",
+                f"seeds.license_manifest=s3://{BUCKET}/meta/MANIFEST.jsonl",
+                f"mix.code.uri=s3://{BUCKET}/mix/code/pypi_python_code.jsonl.gz",
+            ]
         if warc_dir.is_dir():
             files = sorted(p for p in warc_dir.rglob("*") if p.is_file() and ".warc" in p.name)
             for p in files:
@@ -46,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"demo: {warc_dir} not found; reading the first WARC of {args.crawl} over HTTPS")
             overrides += [f"input={args.crawl}", "limit_files=1", f"limit_records={args.records}"]
+            # no seed files and no code dataset without ../shared: harvested API docs are the seeds
+            overrides += [
+                "seeds.sources=[]",
+                "seeds.license_manifest=null",
+                "mix.code=null",
+                "mix.ratio={agent: 1, text: 1}",
+            ]
         env = {**os.environ, **server.env}
         cmd = [sys.executable, str(REPO / "jobs" / "build_forge.py"), "--config", args.config]
         for item in overrides + args.set:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from raypipe.config import RunConfig, StorageConfig
 from raypipe.extract import ExtractStage
+from raypipe.report import write_report
 from raypipe.runtime import init_ray
 from raypipe.state import RunState
 from raypipe.storage import OutputStore, expand_inputs, redact, s3_endpoint
@@ -101,6 +102,7 @@ class ExtractTracker:
         self.done = already_done
         self.docs = 0
         self.start = time.monotonic()
+        self.started_at = time.time()  # wall clock for the run state: `raypipe status` reads it elsewhere
         self.last_log = self.start
         self.log_every_s = log_every_s
 
@@ -134,7 +136,9 @@ class ExtractTracker:
         self.state.mark_unit("extract", file_stem(uri), record)
         del self.files[uri]
         self.done += 1
-        self.state.set_phase("extract", "running", files_done=self.done, files_total=self.total, started=self.start)
+        self.state.set_phase(
+            "extract", "running", files_done=self.done, files_total=self.total, started=self.started_at, docs=self.docs
+        )
 
     def _maybe_log(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -236,14 +240,90 @@ def _resolve_endpoint(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def run_seeds(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
+    """Phase 1: seed corpus (files, harvested modules, crawled doc sites) -> FAISS seed index.
+
+    Skipped on a rerun once its completion record exists: the index is the unit.
+    """
+    done = state.phase("seeds")
+    if done and done["status"] == "done":
+        log.info("seeds: index already built (%d seeds), skipping", done["seeds"])
+        return done["summary"]
+    import pandas as pd
+
+    from raypipe.retrieve.index import build_seed_index_on_cluster
+    from raypipe.seeds import load_seeds
+
+    start = time.time()
+    state.set_phase("seeds", "running", started=start)
+    seeds = load_seeds(cfg.seeds, cfg.storage)
+    report = seeds.attrs.get("load_report", {})
+    crawl_stats = None
+    if cfg.crawl.start_urls or cfg.crawl.start_urls_uri:
+        from raypipe.crawl import crawl_warcs_to_seed_records
+        from raypipe.crawl import run_crawl as crawl_docs
+
+        crawl_stats = crawl_docs(cfg, store)
+        crawled = crawl_warcs_to_seed_records(crawl_stats["warc_files"], cfg)
+        seeds = pd.concat([seeds, crawled.reindex(columns=seeds.columns)], ignore_index=True)
+        seeds = seeds.drop_duplicates(subset=["id"], keep="first").reset_index(drop=True)
+        seeds.attrs["load_report"] = report
+    log.info("seeds: %d seed records (%s)", len(seeds), seeds["kind"].value_counts().to_dict())
+    meta = build_seed_index_on_cluster(seeds, cfg.retrieve, cfg.output, cfg.storage)
+    summary = {
+        "seeds": len(seeds),
+        "by_kind": seeds["kind"].value_counts().sort_index().to_dict(),
+        "by_source": seeds["source"].value_counts().sort_index().to_dict(),
+        "duplicates_removed": report.get("duplicates_removed", 0),
+        "distinct_apis": int(seeds["apis"].explode().dropna().nunique()) if "apis" in seeds else 0,
+        "harvest": report.get("harvest"),
+        "index": {k: meta[k] for k in ("model", "index_type", "n_vectors", "dim")},
+        "docs_crawl": crawl_stats and {k: v for k, v in crawl_stats.items() if k != "warc_files"},
+        "seconds": round(time.time() - start, 2),
+    }
+    state.set_phase("seeds", "done", started=start, seeds=len(seeds), summary=summary)
+    return summary
+
+
+def full_funnel(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """Documents in/out of every stage, from the WARC records to the shards."""
+    funnel = list(stats["extract"]["funnel"]) if "extract" in stats else []
+    score, clean = stats.get("score"), stats.get("clean")
+    if score:
+        funnel.append({"stage": "agent_selected", "documents": score["selected"]})
+    if clean and "funnel" in clean:
+        funnel.extend(clean["funnel"])
+    if stats.get("mix"):
+        funnel.append({"stage": "in_shards", "documents": stats["mix"]["documents"]})
+    return funnel
+
+
 def run(cfg: RunConfig) -> dict[str, Any]:
-    """Run every phase for ``cfg`` and write ``stats.json``; returns the stats."""
+    """Run every phase for ``cfg``, then ``stats.json`` and ``report.html``; ``manifest.json`` (the
+    commit marker) is written last by the shard phase. Returns the stats."""
+    from raypipe.phases import run_clean_phase, run_score, run_shard_phase
+
     cfg = _resolve_endpoint(cfg)
     init_ray(cfg)
     store = OutputStore(cfg.output, cfg.storage)
     state = RunState(store)
-    stats: dict[str, Any] = {"output": cfg.output, "config_hash": cfg.config_hash()}
-    stats["extract"] = run_extract(cfg, store, state)
-    stats["funnel"] = list(stats["extract"]["funnel"])
-    store.write_text("stats.json", json.dumps(stats, indent=2, sort_keys=True))
+    timings: dict[str, float] = {}
+    stats: dict[str, Any] = {"output": cfg.output, "config_hash": cfg.config_hash(), "timings": timings}
+    phases = {"seeds": run_seeds, "extract": run_extract, "score": run_score, "clean": run_clean_phase}
+    for name, phase in phases.items():
+        if name in cfg.phases:
+            began = time.monotonic()
+            stats[name] = phase(cfg, store, state)
+            timings[name] = round(time.monotonic() - began, 2)
+    if "score" in stats:
+        stats["scores"] = stats["score"]["histograms"]
+        stats["top_domains"] = [{"domain": d, "documents": n} for d, n in stats["score"]["top_domains"].items()]
+    if "shard" in cfg.phases:
+        began = time.monotonic()
+        manifest = run_shard_phase(cfg, store, state, full_funnel(stats))
+        timings["shard"] = round(time.monotonic() - began, 2)
+        stats["mix"] = {**manifest["totals"], **manifest["mix"], "tokenizer": manifest["tokenizer"]}
+    stats["funnel"] = full_funnel(stats)
+    store.write_text("stats.json", json.dumps(stats, indent=2, sort_keys=True, default=str))
+    write_report(stats, store)
     return stats

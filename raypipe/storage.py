@@ -417,5 +417,12 @@ class OutputStore:
             f"delete {self.uri(rel)}",
         )
 
+    def arrow_filesystem(self) -> Any:
+        """A pyarrow filesystem over the same fsspec filesystem (same endpoint, same credentials),
+        for pyarrow and Ray Data readers."""
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        return PyFileSystem(FSSpecHandler(self.fs))
+
     def iter_files(self, rel: str, suffix: str = "") -> Iterator[str]:
         yield from (k for k in self.list(rel) if k.endswith(suffix))

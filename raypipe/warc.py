@@ -288,14 +288,19 @@ def read_warc_file(
     cfg: ExtractConfig,
     batch_rows: int = 256,
     limit_records: int | None = None,
+    batch_bytes: int = 16 << 20,
 ) -> Iterator[pa.Table]:
     """Arrow batches of one file's HTML responses, then one marker row carrying ``file_stats``.
 
     The marker lets downstream code know that a file is complete and what was skipped in it,
     without any side channel; it has ``url`` null and is passed through by every stage.
+    A batch closes at ``batch_rows`` rows or ``batch_bytes`` of HTML, whichever comes first: 256
+    pages of up to ``max_html_bytes`` each could otherwise make one batch (and the read task's
+    memory, which holds it about three times over while converting) hundreds of MB.
     """
     stats = FileStats(uri)
     rows: list[dict[str, Any]] = []
+    pending = 0
     index = 0
     try:
         with open_input(uri, storage) as stream:
@@ -305,9 +310,11 @@ def read_warc_file(
                 row["file_stats"] = None
                 index += 1
                 rows.append(row)
-                if len(rows) >= batch_rows:
+                pending += len(row["html"])
+                if len(rows) >= batch_rows or pending >= batch_bytes:
                     yield pa.Table.from_pylist(rows, schema=SCHEMA)
                     rows = []
+                    pending = 0
     except (StorageError, OSError) as e:
         stats.damage["read_error"] += 1
         stats.errors.append(redact(f"{type(e).__name__}: {e}"))

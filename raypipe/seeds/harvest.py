@@ -35,6 +35,15 @@ def _public(name: str) -> bool:
     return bool(name) and not name.startswith("_") and name.isidentifier()
 
 
+def _importable(name: str) -> bool:
+    """Whether a top-level module can be found; a module already loaded without a spec (some
+    packages install such shims into sys.modules) makes find_spec raise ValueError."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def expand_modules(cfg: SeedsConfig) -> list[str]:
     """Top-level module names: ``@stdlib`` and ``@installed`` expanded, excludes removed, in order."""
     excluded = set(cfg.harvest_exclude)
@@ -48,7 +57,7 @@ def expand_modules(cfg: SeedsConfig) -> list[str]:
             names = [item]
         for name in names:
             if _public(name.split(".")[0]) and name not in excluded and name.split(".")[0] not in excluded:
-                if name == item or importlib.util.find_spec(name) is not None:
+                if name == item or _importable(name):
                     out.append(name)
     seen: set[str] = set()
     return [n for n in out if not (n in seen or seen.add(n))]
@@ -119,7 +128,8 @@ def _run_child(modules: list[str], cfg: SeedsConfig, stats: Counter, failures: l
         )
         proc.stdin.close()
         lines = _LineReader(proc.stdout.fileno())
-        current, deadline, done = None, time.monotonic() + cfg.harvest_module_timeout_s, set()
+        # until the child announces a module, a stall is blamed on the first one, so a retry always advances
+        current, deadline, done = batch[0], time.monotonic() + cfg.harvest_module_timeout_s, set()
         try:
             while True:
                 line = lines.next(deadline)
@@ -128,7 +138,7 @@ def _run_child(modules: list[str], cfg: SeedsConfig, stats: Counter, failures: l
                     failures.append(f"{current}: timed out after {cfg.harvest_module_timeout_s:.0f}s")
                     break
                 if not line:
-                    if current is not None and current not in done:
+                    if current not in done:
                         stats["child_crashes"] += 1
                         failures.append(f"{current}: interpreter exited with code {proc.wait()}")
                     break
@@ -144,7 +154,7 @@ def _run_child(modules: list[str], cfg: SeedsConfig, stats: Counter, failures: l
             proc.kill()
             proc.wait()
             lines.close()
-        started = batch.index(current) + 1 if current in batch else 0
+        started = batch.index(current) + 1
         pending = batch[max(started, len(done)) :] + pending if len(done) < len(batch) else pending
 
 

@@ -119,6 +119,12 @@ def dedup_seeds(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return df[keep].reset_index(drop=True), int((~keep).sum())
 
 
+def cap_per_source(df: pd.DataFrame, cap: int) -> pd.DataFrame:
+    """At most ``cap`` seeds per source, chosen by text hash: the same sample on every run."""
+    kept = df.sort_values(["source", "text_hash"]).groupby("source", sort=False).head(cap)
+    return kept.sort_index().reset_index(drop=True)
+
+
 def load_seeds(cfg: SeedsConfig, storage_cfg: StorageConfig) -> pd.DataFrame:
     """All seeds of the configured sources plus harvested module docs, exact-deduplicated.
 
@@ -137,6 +143,8 @@ def load_seeds(cfg: SeedsConfig, storage_cfg: StorageConfig) -> pd.DataFrame:
         report.harvest = stats
     df = pd.DataFrame(rows, columns=SEED_COLUMNS)
     df, report.duplicates_removed = dedup_seeds(df)
+    if cfg.max_per_source:
+        df = cap_per_source(df, cfg.max_per_source)
     report.seeds_by_source.update(df["source"].value_counts().to_dict())
     for issue in report.repairs[:3]:
         log.info("seed repair: %s", issue)

@@ -1,0 +1,1 @@
+"""Trainer-ready output: tokenizer actor, Megatron ``.bin/.idx`` writer, manifest and datasheet."""

@@ -1,0 +1,146 @@
+"""Document datasets named in config, read as mix streams (the code stream, or a text dataset).
+
+Why a reader of our own rather than ``ray.data.read_json``: every document needs an id that is
+the same on every run however the files are split among workers, so one read task owns one file
+and numbers its rows (``<file stem>:<row>``), and all bytes go through ``raypipe.storage``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import posixpath
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlparse
+
+import pandas as pd
+import pyarrow as pa
+
+from raypipe.config import DatasetSourceConfig, MixConfig, StorageConfig
+from raypipe.storage import StorageError, filesystem, open_input
+
+DATASET_FILE = re.compile(r"\.(parquet|jsonl|jsonl\.gz|txt|txt\.gz)$")
+DOC_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("url", pa.string()),
+        ("text", pa.string()),
+        ("stream", pa.string()),
+        ("source", pa.string()),
+        ("license", pa.string()),
+    ]
+)
+
+
+def file_stem(uri: str) -> str:
+    return DATASET_FILE.sub("", posixpath.basename(urlparse(uri).path))
+
+
+def list_dataset_files(spec: str | list[str], storage: StorageConfig) -> list[str]:
+    """Sorted URIs of the parquet / JSONL / text-lines files a spec names (URI, glob, directory, list)."""
+    found: list[str] = []
+    for item in [spec] if isinstance(spec, str) else spec:
+        fs, path = filesystem(item, storage)
+        prefix = "s3://" if item.startswith("s3://") else ""
+        if any(ch in path for ch in "*?["):
+            matches = [m for m in fs.glob(path) if not fs.isdir(m)]
+        elif fs.isdir(path):
+            matches = [p for p in fs.find(path) if DATASET_FILE.search(p) and "/." not in p]
+        elif fs.exists(path):
+            matches = [path]
+        else:
+            raise StorageError(f"dataset not found: {item}")
+        if not matches:
+            raise StorageError(f"dataset has no .parquet/.jsonl(.gz)/.txt(.gz) files: {item}")
+        found.extend(prefix + m for m in matches)
+    return sorted(set(found))
+
+
+def _records(uri: str, storage: StorageConfig, batch_rows: int) -> Iterator[list[dict[str, Any]]]:
+    """Batches of raw records of one file, streamed (parquet by row group, text by line)."""
+    if uri.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        fs, path = filesystem(uri, storage)
+        with fs.open(path, "rb") as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
+                yield batch.to_pylist()
+        return
+    with open_input(uri, storage) as raw:
+        stream = gzip.open(raw) if uri.endswith(".gz") else raw
+        lines = io.TextIOWrapper(stream, encoding="utf-8")
+        is_text = DATASET_FILE.search(uri).group(1).startswith("txt")
+        batch: list[dict[str, Any]] = []
+        for lineno, line in enumerate(lines, 1):
+            if is_text:
+                batch.append({"text": line.rstrip("\n")})
+            elif line.strip():
+                try:
+                    batch.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise StorageError(f"{uri} line {lineno} is not JSON: {e.msg}") from None
+            if len(batch) >= batch_rows:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def read_dataset_file(
+    uri: str, src: DatasetSourceConfig, stream: str, storage: StorageConfig
+) -> Iterator[pd.DataFrame]:
+    """The documents of one file, in the shared document schema (``DOC_SCHEMA``)."""
+    stem = file_stem(uri)
+    source = src.name or stem
+    row = 0
+    for records in _records(uri, storage, src.batch_rows):
+        out: dict[str, list[Any]] = {name: [] for name in DOC_SCHEMA.names}
+        for rec in records:
+            text = rec.get(src.text_field) if src.text_field else json.dumps(rec, sort_keys=True, ensure_ascii=False)
+            doc_id = rec.get(src.id_field) if src.id_field else None
+            url = rec.get(src.url_field) if src.url_field else None
+            license_ = rec.get(src.license_field) if src.license_field else None
+            out["doc_id"].append(str(doc_id) if doc_id is not None else f"{stem}:{row}")
+            out["url"].append(str(url) if url is not None else f"{uri}#{row}")
+            out["text"].append(text if isinstance(text, str) else None)
+            out["stream"].append(stream)
+            out["source"].append(source)
+            out["license"].append(str(license_) if license_ is not None else src.license)
+            row += 1
+        yield pd.DataFrame(out)
+
+
+def configured_streams(mix: MixConfig, storage: StorageConfig) -> dict[str, Any]:
+    """The streams the config names as datasets: ``code`` and, when set, ``text`` (Ray Datasets)."""
+    named = {"code": mix.code, "text": mix.text}
+    return {stream: dataset_stream(src, stream, storage) for stream, src in named.items() if src is not None}
+
+
+def dataset_stream(src: DatasetSourceConfig, stream: str, storage: StorageConfig):
+    """A Ray Dataset of the documents of a configured dataset: one read task per file."""
+    import ray.data
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    uris = list_dataset_files(src.uri, storage)
+
+    class DocumentDatasource(Datasource):
+        def estimate_inmemory_data_size(self) -> int | None:
+            return None
+
+        def get_read_tasks(self, parallelism: int, **_: Any) -> list[ReadTask]:
+            tasks = []
+            for uri in uris:
+
+                def read_fn(uri: str = uri) -> Iterator[pa.Table]:
+                    for frame in read_dataset_file(uri, src, stream, storage):
+                        yield pa.Table.from_pandas(frame, schema=DOC_SCHEMA, preserve_index=False)
+
+                meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=[uri], exec_stats=None)
+                tasks.append(ReadTask(read_fn, meta, schema=DOC_SCHEMA))
+            return tasks
+
+    return ray.data.read_datasource(DocumentDatasource(), override_num_blocks=max(1, len(uris)))
