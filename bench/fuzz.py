@@ -11,16 +11,21 @@ Last lines: ``fuzz_cases: N`` and ``fuzz_crashes: M`` (crashes = exceptions + br
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
-import traceback
-from collections import Counter
 from pathlib import Path
 
-from hypothesis import HealthCheck, Phase, given, seed, settings
+# Run as a script, bench/ comes first on sys.path, where bench/tokenize.py would shadow the
+# standard library's tokenize module (imported by traceback, inspect, ...); the repository root
+# goes there instead, before any of those imports.
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import argparse  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from collections import Counter  # noqa: E402
+
+from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
 from tests.conftest import shared_data_dir  # noqa: E402
 from tests.fuzz_targets import check_extract, check_warc, html_cases, warc_cases  # noqa: E402
