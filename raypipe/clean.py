@@ -103,12 +103,14 @@ class CleanFingerprinter:
                 contamination_benchmarks=[[] for _ in range(len(batch))],
                 contamination_items=[[] for _ in range(len(batch))],
             )
-        prior = batch["drop_reason"].isna() if "drop_reason" in batch else pd.Series(True, index=batch.index)
-        added["_eligible"] = (prior.to_numpy() & ~np.asarray(added["contaminated"], dtype=bool)).tolist()
-        base = batch.drop(columns=[c for c in _FINGERPRINT_TYPES if c in batch])
-        if "drop_reason" not in base:
-            base = base.assign(drop_reason=pd.Series([None] * len(base), dtype="object", index=base.index))
+        active = batch["drop_reason"].isna() if "drop_reason" in batch else pd.Series(True, index=batch.index)
+        added["_eligible"] = (active.to_numpy() & ~np.asarray(added["contaminated"], dtype=bool)).tolist()
+        base = batch.drop(columns=[c for c in [*_FINGERPRINT_TYPES, "drop_reason"] if c in batch])
         table = pa.Table.from_pandas(base, preserve_index=False)
+        reasons = batch["drop_reason"].astype(object).where(~active, None) if "drop_reason" in batch else None
+        table = table.append_column(
+            "drop_reason", pa.array([None] * len(batch) if reasons is None else reasons, pa.string())
+        )
         for name, typ in _FINGERPRINT_TYPES.items():
             table = table.append_column(name, pa.array(added[name], type=typ))
         return table
@@ -355,4 +357,5 @@ def run_clean(
         "partitions": {"keys": partitions, "rows": full_partitions},
         "seconds": {**seconds, "report": round(time.monotonic() - started - sum(seconds.values()), 1)},
     }
+    log.info("clean phase: %d documents, dropped %s, kept %d", documents, counts, stats["kept"])
     return result, stats

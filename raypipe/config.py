@@ -104,9 +104,9 @@ class DedupConfig(Section):
     )
     seed: int = Field(42, description="MinHash permutation seed.")
     memory_budget_mb: int = Field(
-        1024, ge=64, description="Memory one worker may use: sizes batches and shuffle partitions."
+        1024, ge=16, description="Memory one worker may use: sizes shuffle partitions, reserved per fingerprint actor."
     )
-    batch_size: int = Field(256, ge=1, description="Documents per fingerprinting batch (capped by the budget).")
+    batch_size: int = Field(256, ge=1, description="Documents per fingerprinting batch.")
     workers: int | None = Field(None, ge=1, description="Fingerprinting actors; None sizes from the cluster CPUs.")
     min_partitions: int | None = Field(
         None, ge=1, description="Fewest shuffle partitions; None uses the cluster's CPU count."
