@@ -287,6 +287,50 @@ class ShardsConfig(Section):
     prefix: str = Field("forge", description="Shard file names: shards/<prefix>_<00000>.bin/.idx.")
     writer_tasks: int = Field(2, ge=1, description="Shards written concurrently (one task per shard).")
     write_chunk_bytes: int = Field(8 << 20, gt=0, description="Bytes per write when streaming a .bin file.")
+class DedupConfig(Section):
+    """Exact and MinHash-LSH near-duplicate removal (phase 3); see raypipe/dedup/."""
+
+    exact: bool = Field(True, description="Drop exact duplicates of the normalized text (duplicate_exact).")
+    near: bool = Field(True, description="Drop MinHash-LSH near duplicates (duplicate_near).")
+    shingle_words: int = Field(5, ge=1, description="Words per shingle (word n-grams) for MinHash.")
+    num_perm: int = Field(128, ge=8, description="MinHash permutations per document.")
+    bands: int = Field(16, ge=1, description="LSH bands; bands x rows must not exceed num_perm.")
+    rows: int = Field(8, ge=1, description="MinHash values per LSH band.")
+    threshold: float = Field(
+        0.8, gt=0, le=1, description="Jaccard similarity at which two documents are near duplicates."
+    )
+    verify_candidates: bool = Field(
+        True, description="Keep an LSH candidate pair only if its estimated Jaccard reaches the threshold."
+    )
+    seed: int = Field(42, description="MinHash permutation seed.")
+    memory_budget_mb: int = Field(
+        1024, ge=16, description="Memory one worker may use: sizes shuffle partitions, reserved per fingerprint actor."
+    )
+    batch_size: int = Field(256, ge=1, description="Documents per fingerprinting batch.")
+    workers: int | None = Field(None, ge=1, description="Fingerprinting actors; None sizes from the cluster CPUs.")
+    min_partitions: int | None = Field(
+        None, ge=1, description="Fewest shuffle partitions; None uses the cluster's CPU count."
+    )
+    max_cc_rounds: int = Field(
+        40, ge=1, description="Connected-components rounds before the phase fails as not converged."
+    )
+    precision_sample: int = Field(
+        200, ge=0, description="Candidate pairs sampled to check precision against exact Jaccard."
+    )
+
+
+class DecontamConfig(Section):
+    """N-gram overlap against agent-benchmark test items (phase 3); the rule is in raypipe/decontam.py."""
+
+    enabled: bool = Field(True, description="Drop documents that contain benchmark test items.")
+    benchmarks: str | None = Field(
+        None, description="URI of the benchmark test sets (BFCL, API-Bank, APIBench, ToolBench, OpenFunctions)."
+    )
+    ngram: int = Field(13, ge=4, description="Words per indexed window.")
+    min_ngram: int = Field(
+        8, ge=1, description="Fields shorter than ngram but at least this many words are matched whole."
+    )
+    min_matches: int = Field(1, ge=1, description="Matching windows that make a document contaminated.")
 
 
 class RunConfig(Section):
@@ -315,6 +359,8 @@ class RunConfig(Section):
     mix: MixConfig = Field(default_factory=MixConfig, description="agent:code:text mixing by tokens.")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenizer for the shards.")
     shards: ShardsConfig = Field(default_factory=ShardsConfig, description="Megatron shard layout.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Exact and near-duplicate removal.")
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig, description="Benchmark decontamination.")
 
     @field_validator("output")
     @classmethod
