@@ -35,6 +35,12 @@ class StorageConfig(Section):
     retries: int = Field(8, ge=0, description="Retries for one request on 5xx, SlowDown and resets.")
     backoff_base_s: float = Field(0.5, gt=0, description="First retry delay; doubles each retry, with jitter.")
     backoff_max_s: float = Field(20.0, gt=0, description="Upper bound for one retry delay.")
+    requests_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="Run-wide limit on input GETs (first tries, resumes, retries), via one Ray actor; None = off.",
+    )
+    request_burst: int = Field(2, ge=1, description="Input GETs that may start back to back under that limit.")
     commoncrawl_https: str = Field(
         "https://data.commoncrawl.org",
         description="Where Common Crawl keys are fetched over HTTPS when no AWS credentials exist.",

@@ -126,6 +126,7 @@ class ExtractTracker:
             "records": prog.stats["records"],
             "html_responses": prog.stats["html_responses"],
             "skipped": prog.stats["skipped"],
+            "damage": prog.stats.get("damage", {}),
             "errors": prog.stats["errors"],
             "documents": prog.rows,
             "drops": dict(prog.drops),
@@ -157,10 +158,12 @@ def funnel_from_units(units: dict[str, dict[str, Any]]) -> dict[str, Any]:
     records = sum(u["records"] for u in units.values())
     html = sum(u["html_responses"] for u in units.values())
     skipped: Counter = Counter()
+    damage: Counter = Counter()
     drops: Counter = Counter()
     languages: Counter = Counter()
     for u in units.values():
         skipped.update(u["skipped"])
+        damage.update(u.get("damage", {}))
         drops.update(u["drops"])
         languages.update(u["languages"])
     extract_fail = sum(v for k, v in drops.items() if k.startswith("extract_") or k == "empty_text")
@@ -177,6 +180,7 @@ def funnel_from_units(units: dict[str, dict[str, Any]]) -> dict[str, Any]:
             {"stage": "quality_kept", "documents": quality_kept},
         ],
         "record_skips": dict(sorted(skipped.items())),
+        "damage": dict(sorted(damage.items())),
         "drop_reasons": dict(sorted((k, v) for k, v in drops.items() if k != "kept")),
         "languages": dict(languages.most_common(20)),
         "errors": [e for u in units.values() for e in u["errors"]][:50],

@@ -11,8 +11,27 @@ import os
 from typing import Any
 
 from raypipe.config import RunConfig
+from raypipe.ratelimit import start_rate_limiter
 
 log = logging.getLogger(__name__)
+
+
+# Ray turns 127.0.0.1 into the machine's routable address unless it is told that this is no
+# multi-node cluster; then the GCS, raylet, workers and agents all bind to loopback.
+_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _loopback_only() -> None:
+    """Make the local Ray we are about to start listen on loopback only.
+
+    Ray's ``_node_ip_address="127.0.0.1"`` is silently replaced by the routable IP (and every
+    server then binds 0.0.0.0); what keeps it local is its single-node switch, read from the
+    environment by the processes it spawns and from ``ray_constants`` by this one.
+    """
+    os.environ[_SINGLE_NODE_ENV] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def init_ray(cfg: RunConfig) -> None:
@@ -25,6 +44,7 @@ def init_ray(cfg: RunConfig) -> None:
         ray.init(address=address, log_to_driver=True)
         log.info("joined Ray cluster at %s", address)
     else:
+        _loopback_only()
         ray.init(
             num_cpus=cfg.ray.num_cpus,
             include_dashboard=False,
@@ -36,6 +56,13 @@ def init_ray(cfg: RunConfig) -> None:
     show = cfg.ray.progress_bars if cfg.ray.progress_bars is not None else os.isatty(1)
     ctx.enable_progress_bars = show
     ctx.print_on_execution_start = show
+    # Fault tolerance relies on Ray Data's defaults, pinned here so a changed default cannot
+    # weaken it: tasks retry system failures (a killed worker) without limit (``max_retries=-1``),
+    # actor pools restart actors and retry their tasks (``max_restarts=-1``,
+    # ``max_task_retries=-1``), and an application error fails the run instead of dropping a
+    # block (``max_errored_blocks=0``): losing a block would silently lose documents.
+    ctx.max_errored_blocks = 0
+    start_rate_limiter(cfg.storage)
 
 
 def cluster_cpus() -> float:
@@ -54,10 +81,15 @@ def cpu_actor_pool(max_share: float = 0.5, per_actor_cpus: float = 0.5) -> dict[
     """``map_batches`` kwargs for a CPU actor pool that leaves room for the read tasks.
 
     On 2 CPUs, two actors of ``num_cpus=1`` starve the readers and the plan hangs: actors ask for
-    fractional CPUs and the pool grows to at most ``max_share`` of the cluster.
+    fractional CPUs and the pool grows to at most ``max_share`` of the cluster. A task asks for one
+    whole CPU, so the pool never reserves so much that less than one CPU is left: on a 1-CPU Ray
+    (``ray.num_cpus=1``) even one actor of 0.25 CPU would leave 0.75 and hang the plan; there the
+    actors reserve nothing and share the core with the tasks.
     """
     from ray.data import ActorPoolStrategy
 
     cpus = cluster_cpus()
     max_size = max(1, int(cpus * max_share / per_actor_cpus))
+    if cpus - max_size * per_actor_cpus < 1:
+        per_actor_cpus = max(0.0, (cpus - 1) / max_size)
     return {"compute": ActorPoolStrategy(min_size=1, max_size=max_size), "num_cpus": per_actor_cpus}

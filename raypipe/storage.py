@@ -48,7 +48,14 @@ _SECRET_PATTERNS = [
 
 
 class StorageError(IOError):
-    """An input or output could not be read or written after all retries; the message names it."""
+    """An input or output could not be read or written after all retries; the message names it.
+
+    The message is redacted on construction: it names URIs, and a pasted signed URL carries its
+    credential in the query string.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
 
 
 def redact(text: str) -> str:
@@ -106,7 +113,9 @@ class RetryPolicy:
         return cls(cfg.retries, cfg.backoff_base_s, cfg.backoff_max_s)
 
     def delay(self, attempt: int) -> float:
-        return random.uniform(self.base_s / 2, min(self.max_s, self.base_s * 2**attempt))
+        """Never less than ``base_s`` (a source asking for about one retry per second gets no
+        faster ones), up to twice the previous ceiling, capped at ``max_s``."""
+        return random.uniform(self.base_s, max(self.base_s, min(self.max_s, self.base_s * 2 ** (attempt + 1))))
 
     def call(self, fn: Callable[[], T], what: str) -> T:
         for attempt in range(self.retries + 1):
@@ -114,9 +123,9 @@ class RetryPolicy:
                 return fn()
             except Exception as e:  # noqa: BLE001 - classified below
                 if not is_retriable(e) or attempt == self.retries:
-                    raise StorageError(f"{what}: {redact(f'{type(e).__name__}: {e}')}") from None
+                    raise StorageError(f"{what}: {type(e).__name__}: {e}") from None
                 wait = self.delay(attempt)
-                log.warning("retrying %s in %.1fs after %s", what, wait, redact(type(e).__name__))
+                log.warning("retrying %s in %.1fs after %s", redact(what), wait, type(e).__name__)
                 time.sleep(wait)
         raise AssertionError("unreachable")
 
@@ -159,7 +168,9 @@ def _s3_client(cfg: StorageConfig) -> Any:
     from botocore.config import Config
 
     conf = Config(
-        retries={"max_attempts": 1, "mode": "standard"},
+        # Exactly one attempt: RetryPolicy does every retry (polite floor, jitter, rate limit).
+        # botocore reads ``max_attempts`` as retries after the first, so it would add a hidden one.
+        retries={"total_max_attempts": 1, "mode": "standard"},
         signature_version=UNSIGNED if cfg.anonymous else None,
         connect_timeout=10,
         read_timeout=60,
@@ -177,6 +188,7 @@ class ResumableStream(io.RawIOBase):
 
     Common Crawl asks for one GET per WARC file and no bulk range reads; when a connection breaks
     mid-file we reopen at the byte we reached, so a reset costs one extra request, not the file.
+    Every GET first passes the run-wide rate limit when ``requests_per_second`` is set.
     """
 
     def __init__(self, uri: str, cfg: StorageConfig):
@@ -184,6 +196,7 @@ class ResumableStream(io.RawIOBase):
         self.cfg = cfg
         self.policy = RetryPolicy.from_config(cfg)
         self.pos = 0
+        self._gate: Callable[[], float] | None = None
         self._body: Any = None
         self._client: Any = None
         self._eof = False
@@ -210,6 +223,12 @@ class ResumableStream(io.RawIOBase):
 
     def _open(self) -> Any:
         parsed = urlparse(self.uri)
+        if parsed.scheme in ("s3", "http", "https"):
+            if self._gate is None:
+                from raypipe.ratelimit import request_gate
+
+                self._gate = request_gate(self.cfg)
+            self._gate()
         if parsed.scheme == "s3":
             if self._client is None:
                 self._client = _s3_client(self.cfg)

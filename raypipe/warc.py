@@ -64,15 +64,19 @@ class FileStats:
     records: int = 0
     html_responses: int = 0
     skipped: Counter = field(default_factory=Counter)
+    damage: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
+        """``records == html_responses + sum(skipped)`` always holds; ``damage`` counts what is no
+        record (bytes between records, a read error that ended the file early)."""
         return json.dumps(
             {
                 "uri": redact(self.uri),
                 "records": self.records,
                 "html_responses": self.html_responses,
                 "skipped": dict(sorted(self.skipped.items())),
+                "damage": dict(sorted(self.damage.items())),
                 "errors": self.errors[:20],
             },
             sort_keys=True,
@@ -131,7 +135,7 @@ def iter_gzip_members(stream: io.BufferedReader, max_bytes: int, stats: FileStat
                 buf += more
                 continue
         if not buf.startswith(GZIP_MAGIC):
-            stats.skipped["garbage_between_records"] += 1
+            stats.damage["garbage_between_records"] += 1
             buf = _skip_to_magic(buf, stream)
             continue
         status, data, rest = _inflate_member(buf, stream, max_bytes)
@@ -152,15 +156,31 @@ def _header(record: Any, name: str) -> str | None:
 
 
 def _parse_records(data: io.IOBase | bytes, stats: FileStats) -> Iterator[Any]:
-    """fastwarc records from a byte string or stream; a parse error is counted, not raised."""
-    stream = io.BytesIO(data) if isinstance(data, bytes) else data
+    """fastwarc records from a byte string or stream; a parse error is counted, not raised.
+
+    A gzip member holds (at least) one record: when fastwarc finds none in it (a mangled version
+    line or header block, which it skips without complaint) the member is counted as
+    ``invalid_record``; an error after a member's records is damage, not another record.
+    """
+    member = isinstance(data, bytes)
+    stream = io.BytesIO(data) if member else data
+    found = 0
     try:
-        yield from ArchiveIterator(stream, parse_http=True)
+        for record in ArchiveIterator(stream, parse_http=True):
+            found += 1
+            yield record
     except Exception as e:  # noqa: BLE001 - fastwarc raises OSError/ValueError on damage
-        stats.skipped["corrupt_record"] += 1
-        stats.records += 1
         if len(stats.errors) < 20:
             stats.errors.append(f"{type(e).__name__}: {e}")
+        if member and found:
+            stats.damage["corrupt_record_tail"] += 1
+            return
+        stats.skipped["corrupt_record"] += 1
+        stats.records += 1
+        return
+    if member and not found:
+        stats.skipped["invalid_record"] += 1
+        stats.records += 1
 
 
 def _dechunk(data: bytes) -> bytes:
@@ -194,7 +214,10 @@ def _decode_body(body: bytes, headers: Any) -> bytes:
 
 
 def _is_gzip(stream: io.BufferedReader) -> bool:
-    return stream.peek(3)[:3] == GZIP_MAGIC
+    """Record-compressed unless the file starts as a plain WARC; junk before the first gzip member
+    must not send a compressed file down the plain path (where all of it would be lost)."""
+    head = stream.peek(_CHUNK)
+    return not head.startswith(b"WARC/") and GZIP_MAGIC in head[:_CHUNK]
 
 
 def _classify(record: Any, stats: FileStats, cfg: ExtractConfig) -> dict[str, Any] | None:
@@ -293,7 +316,7 @@ def read_warc_file(
                     rows = []
                     pending = 0
     except (StorageError, OSError) as e:
-        stats.skipped["read_error"] += 1
+        stats.damage["read_error"] += 1
         stats.errors.append(redact(f"{type(e).__name__}: {e}"))
     if rows:
         yield pa.Table.from_pylist(rows, schema=SCHEMA)

@@ -1,0 +1,82 @@
+"""The fault-injecting proxy itself, and the storage layer through it (no Ray): signed requests pass
+unchanged, each fault kind looks to a client as it does from S3, and a read cut mid-body resumes
+with a Range GET from the byte it reached, never sooner than the backoff base."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from raypipe.config import StorageConfig
+from raypipe.storage import OutputStore, StorageError, expand_inputs, read_bytes
+from tests.faulty_proxy import FaultyProxy
+
+pytestmark = pytest.mark.integration
+BUCKET = "rp-proxy"
+
+
+@pytest.fixture(scope="module")
+def warc(s3_server, shared_data):
+    s3_server.create_bucket(BUCKET)
+    path = shared_data / "warc" / "built" / "web-00002.warc.gz"
+    s3_server.upload_file(path, BUCKET, "in/web.warc.gz")
+    return path.read_bytes()
+
+
+def test_signed_requests_pass_through_unchanged(s3_server, s3_env, monkeypatch, warc):
+    with FaultyProxy(s3_server.endpoint, fault_rate=0.0) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        cfg = StorageConfig()
+        assert expand_inputs(f"s3://{BUCKET}/in/*.warc.gz", cfg) == [f"s3://{BUCKET}/in/web.warc.gz"]
+        assert read_bytes(f"s3://{BUCKET}/in/web.warc.gz", cfg) == warc
+        store = OutputStore(f"s3://{BUCKET}/out/pass", cfg)
+        store.write_text("a/b.json", "{}")
+        assert store.read_bytes("a/b.json") == b"{}" and store.list("") == ["a/b.json"]
+    assert not proxy.injected and len(proxy.events) >= 5
+
+
+def test_mid_body_resets_resume_with_range_gets_after_the_backoff(s3_server, s3_env, monkeypatch, warc):
+    with FaultyProxy(s3_server.endpoint, fault_rate=0.6, seed=3, kinds=("reset_mid_body",)) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        assert read_bytes(f"s3://{BUCKET}/in/web.warc.gz", StorageConfig(backoff_base_s=0.1)) == warc
+    gets = [e for e in proxy.events if e.method == "GET"]
+    assert proxy.injected["reset_mid_body"] >= 1
+    assert len(gets) == proxy.injected["reset_mid_body"] + 1  # one request per cut, no re-read of the file
+    assert all(b.t - a.t >= 0.1 for a, b in itertools.pairwise(gets))
+
+
+@pytest.mark.parametrize("kind", ["error_500", "slowdown_503", "reset", "slow"])
+def test_each_fault_kind_is_survived(s3_server, s3_env, monkeypatch, warc, kind):
+    # Writes go through s3fs, whose botocore client (adaptive mode) also slows its own request rate
+    # after throttling: a lower rate keeps this test short.
+    with FaultyProxy(s3_server.endpoint, fault_rate=0.25, seed=11, kinds=(kind,), slow_s=(0.05, 0.2)) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        cfg = StorageConfig(backoff_base_s=0.05)
+        for _ in range(3):
+            assert read_bytes(f"s3://{BUCKET}/in/web.warc.gz", cfg) == warc
+        store = OutputStore(f"s3://{BUCKET}/out/{kind}", cfg)
+        for i in range(3):
+            store.write_text(f"k{i}.json", str(i))
+        assert store.list("") == [f"k{i}.json" for i in range(3)]
+    assert proxy.injected[kind] >= 1
+    gets = [e for e in proxy.events if e.method == "GET" and e.path == f"/{BUCKET}/in/web.warc.gz"]
+    assert all(b.t - a.t >= 0.05 for a, b in itertools.pairwise(gets) if a.fault)  # no hidden quick retry
+
+
+def test_faults_are_deterministic_for_a_seed(s3_server):
+    draws = []
+    for _ in range(2):
+        proxy = FaultyProxy(s3_server.endpoint, fault_rate=0.1, seed=7)
+        draws.append([proxy._draw("GET", "/x") for _ in range(500)])
+    assert draws[0] == draws[1]
+    share = sum(d is not None for d in draws[0]) / 500
+    assert 0.06 <= share <= 0.14
+
+
+def test_retries_give_up_with_a_clear_error(s3_server, s3_env, monkeypatch, warc):
+    with FaultyProxy(s3_server.endpoint, fault_rate=1.0, kinds=("slowdown_503",)) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        with pytest.raises(StorageError, match="SlowDown"):
+            read_bytes(f"s3://{BUCKET}/in/web.warc.gz", StorageConfig(retries=2, backoff_base_s=0.05))
+    assert proxy.injected["slowdown_503"] == 3  # the first try and two retries: none hidden in botocore
