@@ -30,6 +30,7 @@ SMALL = [  # every phase, sized for a 2-core CI machine
     "seeds.sources=[s3://raypipe-e2e/seeds/]",
     "seeds.harvest_modules=[json]",
     "seeds.max_per_source=80",
+    "seeds.license_manifest=s3://raypipe-e2e/meta/MANIFEST.jsonl",
     f"mix.code.uri=s3://raypipe-e2e/code/{CODE}",
     "shards.tokens_per_shard=200000",
 ]
@@ -63,6 +64,7 @@ def test_ray_job_submit_end_to_end(s3_server, shared_data, tmp_path):
     for rel in SEED_FILES:
         s3_server.upload_file(shared_data / "seeds" / rel, "raypipe-e2e", f"seeds/{rel}")
     s3_server.upload_file(shared_data / "mix" / "code" / CODE, "raypipe-e2e", f"code/{CODE}")
+    s3_server.upload_file(shared_data / "MANIFEST.jsonl", "raypipe-e2e", "meta/MANIFEST.jsonl")
     records, html = independent_counts(p for p in inputs if "clipped" not in p.name)
     records += 1  # the clipped record: counted by us as truncated_gzip
 
