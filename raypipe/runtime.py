@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from raypipe.config import RunConfig
@@ -21,17 +23,29 @@ log = logging.getLogger(__name__)
 _SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def _loopback_only() -> None:
-    """Make the local Ray we are about to start listen on loopback only.
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While a local Ray starts, make it listen on loopback only.
 
     Ray's ``_node_ip_address="127.0.0.1"`` is silently replaced by the routable IP (and every
     server then binds 0.0.0.0); what keeps it local is its single-node switch, read from the
-    environment by the processes it spawns and from ``ray_constants`` by this one.
+    environment by the daemons it spawns (they keep it; workers inherit it from the raylet) and
+    from ``ray_constants`` by this process. Both are restored afterwards, so a later ``ray start``
+    of a multi-node cluster from this process is not refused.
     """
-    os.environ[_SINGLE_NODE_ENV] = "0"
     from ray._private import ray_constants
 
+    saved_env, saved_flag = os.environ.get(_SINGLE_NODE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_SINGLE_NODE_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_SINGLE_NODE_ENV, None)
+        else:
+            os.environ[_SINGLE_NODE_ENV] = saved_env
 
 
 def init_ray(cfg: RunConfig) -> None:
@@ -44,13 +58,13 @@ def init_ray(cfg: RunConfig) -> None:
         ray.init(address=address, log_to_driver=True)
         log.info("joined Ray cluster at %s", address)
     else:
-        _loopback_only()
-        ray.init(
-            num_cpus=cfg.ray.num_cpus,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=True,
-        )
+        with _loopback_only():
+            ray.init(
+                num_cpus=cfg.ray.num_cpus,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                log_to_driver=True,
+            )
         log.info("started a local Ray on 127.0.0.1 with %s CPUs", ray.cluster_resources().get("CPU"))
     ctx = ray.data.DataContext.get_current()
     show = cfg.ray.progress_bars if cfg.ray.progress_bars is not None else os.isatty(1)

@@ -35,7 +35,7 @@ from tests.conftest import REPO
 
 # Columns that measure the run rather than describe the document.
 TIMING_COLUMNS = {"extract_ms"}
-TIMING_KEYS = {"seconds", "output", "config_hash"}
+TIMING_KEYS = {"seconds", "timings", "output", "config_hash"}
 
 
 @dataclass
