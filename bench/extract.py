@@ -9,7 +9,9 @@
 - NeMo Curator: its Common Crawl WARC iterator + HTML extractor with the resiliparse algorithm
   (``bench/peer_nemo.py``, own venv), in process and on ``RayDataExecutor`` with one CPU.
 
-All on the same WARC file in one run; rates are documents per CPU-second (see measure.py).
+All on the same WARC file in one run; rates are documents per CPU-second (see measure.py), each
+the least CPU time of several runs (noise only adds time): raypipe, the floor and NeMo in process
+best of 3, DataTrove best of 2 (a run takes a minute), NeMo on Ray one run.
 
     PYTHONPATH=$PWD python bench/extract.py [--quick]   # or: make bench (everything)
 """
@@ -92,28 +94,31 @@ def floor_extract(warc: Path) -> Measure:
     return timed("floor", go)
 
 
-def datatrove_extract(warc: Path, log=print) -> Measure | str:
+def datatrove_extract(warc: Path, rounds: int = 1, log=print) -> Measure | str:
     """DataTrove's measure, or why there is none."""
     python = ensure_peer(PEERS["datatrove"], log=log)
     if python is None:
         return "n/a (install failed)"
     try:
-        res = run_peer(python, BENCH / "peer_datatrove.py", ["extract", str(warc)], timeout_s=3600)["extract"]
+        res = run_peer(
+            python, BENCH / "peer_datatrove.py", ["extract", str(warc), "--rounds", str(rounds)], timeout_s=3600
+        )["extract"]
     except PeerError as e:
         log(f"datatrove: {e}")
         return "n/a (run failed)"
     trafilatura = next((s["stats"] for s in res["stats"] if "Trafilatura" in s["name"]), {})
     details = {k: trafilatura.get(k, 0) for k in ("timeout", "extracted", "clean_error", "broken_process")}
+    details["runs_cpu_s"] = [round(x, 3) for x in res["runs_cpu_s"]]
     return Measure("datatrove", res["docs_in"], res["docs_out"], res["wall_s"], res["cpu_s"], details)
 
 
-def nemo_extract(warc: Path, log=print) -> list[Measure] | str:
+def nemo_extract(warc: Path, rounds: int = 1, log=print) -> list[Measure] | str:
     """NeMo Curator in process and on RayDataExecutor (1 CPU), or why there is none."""
     python = ensure_peer(PEERS["nemo_curator"], log=log)
     if python is None:
         return "n/a (install failed)"
     try:
-        res = run_peer(python, BENCH / "peer_nemo.py", [str(warc)], timeout_s=3600)
+        res = run_peer(python, BENCH / "peer_nemo.py", [str(warc), "--rounds", str(rounds)], timeout_s=3600)
     except PeerError as e:
         log(f"nemo_curator: {e}")
         return "n/a (run failed)"
@@ -132,9 +137,9 @@ def measure_extraction(warc: Path, rounds: int, log=print) -> dict[str, Measure 
         ours.append(raypipe_extract(warc))
     results: dict[str, Measure | str] = {"raypipe": best_of(ours), "floor": best_of(floor)}
     log("extract: running DataTrove (WarcReader + Trafilatura) in its venv")
-    results["datatrove"] = datatrove_extract(warc, log)
+    results["datatrove"] = datatrove_extract(warc, max(1, rounds - 1), log=log)
     log("extract: running NeMo Curator (resiliparse extractor) in its venv")
-    nemo = nemo_extract(warc, log)
+    nemo = nemo_extract(warc, rounds, log=log)
     if isinstance(nemo, str):
         results["nemo_curator"] = nemo
     else:

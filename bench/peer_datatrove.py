@@ -67,10 +67,15 @@ def _counts(stats: list[dict], first: str, last: str) -> tuple[int, int]:
     return pick(first, "total") or pick(first, "documents"), pick(last, "forwarded") or pick(last, "documents")
 
 
-def extract(warc: Path, work: Path) -> dict:
-    step = run_step("extract", [WarcReader(str(warc.parent), glob_pattern=warc.name), Trafilatura()], work)
+def extract(warc: Path, work: Path, rounds: int) -> dict:
+    """The least CPU time of ``rounds`` runs (raypipe and the floor get the same treatment)."""
+    steps = [
+        run_step(f"extract{i}", [WarcReader(str(warc.parent), glob_pattern=warc.name), Trafilatura()], work)
+        for i in range(rounds)
+    ]
+    step = min(steps, key=lambda s: s["cpu_s"])
     docs_in, docs_out = _counts(step["stats"], "Trafilatura", "Trafilatura")
-    return {"extract": {**step, "docs_in": docs_in, "docs_out": docs_out}}
+    return {"extract": {**step, "docs_in": docs_in, "docs_out": docs_out, "runs_cpu_s": [s["cpu_s"] for s in steps]}}
 
 
 def e2e(warc: Path, work: Path, tokenizer: str) -> dict:
@@ -125,10 +130,13 @@ def main() -> None:
     ap.add_argument("mode", choices=["extract", "e2e"])
     ap.add_argument("warc", type=Path)
     ap.add_argument("--tokenizer", help="tokenizer.json for the e2e tokenize step")
+    ap.add_argument("--rounds", type=int, default=1, help="extract: runs, the least CPU time is reported")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-datatrove-") as tmp:
         work = Path(tmp)
-        result = extract(args.warc, work) if args.mode == "extract" else e2e(args.warc, work, args.tokenizer)
+        result = (
+            extract(args.warc, work, args.rounds) if args.mode == "extract" else e2e(args.warc, work, args.tokenizer)
+        )
     print(json.dumps(result))
 
 

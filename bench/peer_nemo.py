@@ -84,22 +84,25 @@ def responses(warc: Path) -> int:
         return sum(1 for r in ArchiveIterator(f) if r.rec_type == "response")
 
 
-def in_process(warc: Path, docs_in: int) -> dict:
+def in_process(warc: Path, docs_in: int, rounds: int) -> dict:
+    """The least CPU time of ``rounds`` calls (raypipe and the floor get the same treatment)."""
     from nemo_curator.tasks import FileGroupTask
 
     stage = make_stage()
     stage.setup()
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    batch = stage.process(FileGroupTask(dataset_name="bench", data=[str(warc)]))
-    return {
-        "docs_in": docs_in,
-        "docs_out": len(batch.data),
-        "wall_s": time.perf_counter() - wall0,
-        "cpu_s": time.process_time() - cpu0,
-    }
+    runs = []
+    for _ in range(rounds):
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        batch = stage.process(FileGroupTask(dataset_name="bench", data=[str(warc)]))
+        runs.append(
+            {"docs_out": len(batch.data), "wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0}
+        )
+    best = min(runs, key=lambda r: r["cpu_s"])
+    return {"docs_in": docs_in, **best, "details": {"runs_cpu_s": [round(r["cpu_s"], 3) for r in runs]}}
 
 
-def ray_data(warc: Path, docs_in: int) -> dict:
+def ray_data(warc: Path, docs_in: int, rounds: int) -> dict:
+    """One run (Ray's start-up is outside the timing; its daemons' CPU during the run is inside)."""
     import ray
     from nemo_curator.backends.ray_data import RayDataExecutor
     from nemo_curator.pipeline import Pipeline
@@ -129,10 +132,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("warc", type=Path)
     ap.add_argument("--modes", default="in_process,ray_data")
+    ap.add_argument("--rounds", type=int, default=1, help="in_process: calls, the least CPU time is reported")
     args = ap.parse_args()
     docs_in = responses(args.warc)
     runs = {"in_process": in_process, "ray_data": ray_data}
-    print(json.dumps({mode: runs[mode](args.warc, docs_in) for mode in args.modes.split(",")}))
+    print(json.dumps({mode: runs[mode](args.warc, docs_in, args.rounds) for mode in args.modes.split(",")}))
 
 
 if __name__ == "__main__":

@@ -295,6 +295,171 @@ class ShardsConfig(Section):
     write_chunk_bytes: int = Field(8 << 20, gt=0, description="Bytes per write when streaming a .bin file.")
 
 
+class DedupConfig(Section):
+    """Exact and MinHash-LSH near-duplicate removal (phase 3); see raypipe/dedup/."""
+
+    exact: bool = Field(True, description="Drop exact duplicates of the normalized text (duplicate_exact).")
+    near: bool = Field(True, description="Drop MinHash-LSH near duplicates (duplicate_near).")
+    shingle_words: int = Field(5, ge=1, description="Words per shingle (word n-grams) for MinHash.")
+    num_perm: int = Field(128, ge=8, description="MinHash permutations per document.")
+    bands: int = Field(16, ge=1, description="LSH bands; bands x rows must not exceed num_perm.")
+    rows: int = Field(8, ge=1, description="MinHash values per LSH band.")
+    threshold: float = Field(
+        0.8, gt=0, le=1, description="Jaccard similarity at which two documents are near duplicates."
+    )
+    verify_candidates: bool = Field(
+        True, description="Keep an LSH candidate pair only if its estimated Jaccard reaches the threshold."
+    )
+    seed: int = Field(42, description="MinHash permutation seed.")
+    memory_budget_mb: int = Field(
+        1024, ge=16, description="Memory one worker may use: sizes shuffle partitions, reserved per fingerprint actor."
+    )
+    batch_size: int = Field(256, ge=1, description="Documents per fingerprinting batch.")
+    workers: int | None = Field(None, ge=1, description="Fingerprinting actors; None sizes from the cluster CPUs.")
+    min_partitions: int | None = Field(
+        None, ge=1, description="Fewest shuffle partitions; None uses the cluster's CPU count."
+    )
+    max_cc_rounds: int = Field(
+        40, ge=1, description="Connected-components rounds before the phase fails as not converged."
+    )
+    precision_sample: int = Field(
+        200, ge=0, description="Candidate pairs sampled to check precision against exact Jaccard."
+    )
+
+
+class DecontamConfig(Section):
+    """N-gram overlap against agent-benchmark test items (phase 3); the rule is in raypipe/decontam.py."""
+
+    enabled: bool = Field(True, description="Drop documents that contain benchmark test items.")
+    benchmarks: str | None = Field(
+        None, description="URI of the benchmark test sets (BFCL, API-Bank, APIBench, ToolBench, OpenFunctions)."
+    )
+    ngram: int = Field(13, ge=4, description="Words per indexed window.")
+    min_ngram: int = Field(
+        8, ge=1, description="Fields shorter than ngram but at least this many words are matched whole."
+    )
+    min_matches: int = Field(1, ge=1, description="Matching windows that make a document contaminated.")
+
+
+class ClassifyConfig(Section):
+    """fastText agent-relevance classifier, the selection rule and the cascade (issue 4).
+
+    Thresholds are never set by hand: each run picks them from its own data (held-out seeds as
+    positives, held-out pages of the negative sample as negatives); the knobs here only say which
+    rule picks them. Defaults for the model follow DeepSeekMath's fastText (dim 256, lr 0.1,
+    word n-grams 3, minCount 3) apart from ``epoch``, see its description.
+    """
+
+    mode: Literal["cascade", "embed_all", "fasttext_only"] = Field(
+        "cascade",
+        description="cascade: only pages passing the permissive fastText recall threshold are embedded; "
+        "embed_all: every page is embedded; fasttext_only: fastText alone (paper-faithful, no embeddings).",
+    )
+    model_uri: str | None = Field(
+        None, description="Use this trained model (a model.bin URI with metrics.json next to it) instead of training."
+    )
+    rounds: int = Field(
+        1, ge=1, description="Training rounds; pages selected in round k become positives of round k+1."
+    )
+    dim: int = Field(256, gt=0, description="fastText vector dimension.")
+    lr: float = Field(0.1, gt=0, description="fastText learning rate.")
+    word_ngrams: int = Field(3, ge=1, description="fastText word n-gram length.")
+    min_count: int = Field(3, ge=1, description="fastText minimum token count.")
+    epoch: int = Field(
+        10,
+        ge=1,
+        description="fastText epochs; DeepSeekMath used 3 on millions of pages, a seed corpus of thousands "
+        "needs more passes to leave P(agent) near 0.5 for everything (measured in bench/selection_quality.py).",
+    )
+    bucket: int = Field(
+        200_000,
+        gt=0,
+        description="fastText hash buckets for word n-grams; the model holds (words + bucket) x dim floats "
+        "(fastText's 2M default makes a 2 GB model that every actor would load).",
+    )
+    threads: int = Field(
+        1, ge=1, description="fastText training threads; 1 keeps the model byte-identical between runs."
+    )
+    max_tokens: int = Field(1000, gt=0, description="Tokens of a document (its start) that fastText sees.")
+    negatives_sample_size: int = Field(
+        5000, gt=0, description="Size of the bounded random sample of extracted pages used as negatives."
+    )
+    bootstrap_files: int = Field(
+        8,
+        ge=1,
+        description="Input files read by the bootstrap pass that samples negatives (spread over the input list).",
+    )
+    extra_negatives: list[str] = Field(
+        [],
+        description="Extra general-web text (JSONL with a 'text' field, or one document per line) added to the "
+        "negatives, for crawls whose own sample may be rich in agent pages.",
+    )
+    purge_quantile: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Sampled pages at least as close to the seeds (seed_similarity) as this quantile of held-out "
+        "seed groups are not used as negatives (embedding modes; guards against agent pages in the sample).",
+    )
+    retrieved_positive_quantile: float | None = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Sampled pages at least as close to the seeds as this quantile of held-out seed groups join "
+        "the positives (pages retrieved with high seed similarity); None disables.",
+    )
+    max_positives_per_source: int = Field(
+        2000, gt=0, description="Seeds of one source kept for training, so one large source cannot dominate."
+    )
+    chunk_tokens: int = Field(
+        400, gt=0, description="Long seed documents are split into training examples of about this many tokens."
+    )
+    holdout_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of seeds (by source group) and of sampled pages held out to pick thresholds.",
+    )
+    recall_target: float = Field(
+        0.98,
+        gt=0,
+        le=1,
+        description="Cascade: the fastText pass threshold is the highest keeping this share of held-out positives.",
+    )
+    embed_fraction: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Cascade: at most this share of the sampled pages that fastText alone rejects is still "
+        "embedded (the pass threshold is the lower of this and the recall_target one).",
+    )
+    similarity_weight: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Weight of standardized seed_similarity in the combined score; standardized logit(agent_score) "
+        "gets 1 - weight (chosen on the dev half of bench/selection_quality.py).",
+    )
+    calibration_size: int = Field(
+        500,
+        gt=0,
+        description="Held-out seeds (balanced over sources) used to pick thresholds; embedded in embed modes.",
+    )
+    domain_expansion_share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Rounds: a domain where at least this share of pages was selected adds all its pages to the "
+        "next round's positives; None disables domain expansion.",
+    )
+    domain_min_pages: int = Field(5, ge=1, description="Rounds: domains with fewer pages never expand.")
+    batch_size: int = Field(256, gt=0, description="Pages per scoring batch.")
+    num_cpus: float = Field(0.5, gt=0, description="CPUs per scoring actor (fractional so read tasks are not starved).")
+    max_actors: int | None = Field(
+        None, ge=1, description="Largest scoring actor pool; None sizes it from the cluster."
+    )
+
+
 class RunConfig(Section):
     """The whole run: inputs, output prefix and one section per phase."""
 
@@ -317,10 +482,15 @@ class RunConfig(Section):
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster settings.")
     seeds: SeedsConfig = Field(default_factory=SeedsConfig, description="Seed corpus sources and harvesting.")
     retrieve: RetrieveConfig = Field(default_factory=RetrieveConfig, description="Seed index and retrieval.")
+    classify: ClassifyConfig = Field(
+        default_factory=ClassifyConfig, description="fastText classifier, selection rule and cascade."
+    )
     crawl: CrawlerConfig = Field(default_factory=CrawlerConfig, description="Crawl of documentation sites.")
     mix: MixConfig = Field(default_factory=MixConfig, description="agent:code:text mixing by tokens.")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenizer for the shards.")
     shards: ShardsConfig = Field(default_factory=ShardsConfig, description="Megatron shard layout.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Exact and near-duplicate removal.")
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig, description="Benchmark decontamination.")
 
     @field_validator("output")
     @classmethod

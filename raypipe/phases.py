@@ -133,7 +133,7 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
         log.info("score: already done, skipping")
         return done["summary"]
     from raypipe.classify.calibrate import CalibrationSimilarity
-    from raypipe.classify.classifier import load_classifier
+    from raypipe.classify.classifier import load_classifier, load_rule
     from raypipe.classify.plan import add_selection
     from raypipe.classify.reservoir import sample_pages
     from raypipe.classify.rounds import run_rounds, score_frame
@@ -141,18 +141,24 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
 
     start = time.time()
     state.set_phase("score", "running", started=start)
-    seeds = load_seed_table(cfg, store)
-    pages = sample_pages(read_parts(store, "extracted"), cfg.classify.sample_pages, cfg.seed)
-    log.info("score: training on %d seeds against %d sampled pages", len(seeds), len(pages))
-    similarity = None
-    if cfg.classify.mode != "fasttext_only":
-        similarity = CalibrationSimilarity(cfg.retrieve, cfg.output, cfg.storage)
+    reports = []
+    if cfg.classify.model_uri:
+        model_uri = cfg.classify.model_uri
+        rule = load_rule(model_uri, cfg.storage).to_dict()
+    else:
+        seeds = load_seed_table(cfg, store)
+        pages = sample_pages(read_parts(store, "extracted"), cfg.classify.negatives_sample_size, cfg.seed)
+        log.info("score: training on %d seeds against %d sampled pages", len(seeds), len(pages))
+        similarity = None
+        if cfg.classify.mode != "fasttext_only":
+            similarity = CalibrationSimilarity(cfg.retrieve, cfg.output, cfg.storage)
 
-    def score_sample(uri: str, rule: Any) -> pd.DataFrame:
-        return score_frame(pages, load_classifier(uri, cfg.storage), similarity)
+        def score_sample(uri: str, rule: Any) -> pd.DataFrame:
+            return score_frame(pages, load_classifier(uri, cfg.storage), similarity)
 
-    reports = run_rounds(seeds, pages, score_sample, cfg.classify, store, cfg.seed, similarity)
-    model_uri = reports[-1].model_uri
+        reports = run_rounds(seeds, pages, score_sample, cfg.classify, store, cfg.seed, similarity)
+        model_uri = reports[-1].model_uri
+        rule = reports[-1].rule.to_dict()
 
     def retrieve(ds: Any) -> Any:
         return add_retrieval(ds, cfg.retrieve, cfg.output, cfg.storage)
@@ -162,7 +168,6 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
     scored = read_parts(
         store, SCORED, columns=["seed_similarity", "agent_score", "selected", "drop_reason", "url"]
     ).to_pandas()
-    rule = reports[-1].rule.to_dict()
     selected = scored[scored["selected"].fillna(False).astype(bool)]
     summary = {
         "pages": rows,
@@ -177,7 +182,7 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
         "top_domains": selected["url"].str.extract(r"^[a-z]+://([^/:]+)")[0].value_counts().head(20).to_dict(),
         "histograms": {
             "seed_similarity": _histogram(scored["seed_similarity"], rule.get("similarity_threshold"), -0.2, 1.0),
-            "agent_score": _histogram(scored["agent_score"], rule.get("agent_threshold"), 0.0, 1.0),
+            "agent_score": _histogram(scored["agent_score"], rule.get("ft_threshold"), 0.0, 1.0),
         },
         "seconds": round(time.time() - start, 2),
     }

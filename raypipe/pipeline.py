@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from raypipe.config import RunConfig, StorageConfig
 from raypipe.extract import ExtractStage
 from raypipe.report import write_report
-from raypipe.runtime import init_ray
+from raypipe.runtime import ensure_cwd, init_ray
 from raypipe.state import RunState
 from raypipe.storage import OutputStore, expand_inputs, redact, s3_endpoint
 from raypipe.warc import file_stem, warc_dataset
@@ -312,6 +312,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     phases = {"seeds": run_seeds, "extract": run_extract, "score": run_score, "clean": run_clean_phase}
     for name, phase in phases.items():
         if name in cfg.phases:
+            ensure_cwd()
             began = time.monotonic()
             stats[name] = phase(cfg, store, state)
             timings[name] = round(time.monotonic() - began, 2)
@@ -319,6 +320,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         stats["scores"] = stats["score"]["histograms"]
         stats["top_domains"] = [{"domain": d, "documents": n} for d, n in stats["score"]["top_domains"].items()]
     if "shard" in cfg.phases:
+        ensure_cwd()
         began = time.monotonic()
         manifest = run_shard_phase(cfg, store, state, full_funnel(stats))
         timings["shard"] = round(time.monotonic() - began, 2)

@@ -79,6 +79,19 @@ def init_ray(cfg: RunConfig) -> None:
     start_rate_limiter(cfg.storage)
 
 
+def ensure_cwd() -> None:
+    """Re-enter the working directory if it was replaced under us.
+
+    Several Ray nodes on one machine share a session directory; when another node unpacks the
+    job's working_dir it replaces the directory the driver runs in, and every later relative-path
+    lookup (``os.getcwd``) fails. The new copy sits at the same path, so we step back into it.
+    """
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        os.chdir(os.environ.get("PWD") or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def cluster_cpus() -> float:
     import ray
 

@@ -2,9 +2,11 @@
 
 Why not hand the stream straight to fastwarc: it raises on the first corrupt gzip member and the
 rest of the file is lost. WARC files are record-compressed (one gzip member per record, as the
-standard recommends and Common Crawl does), so we split members ourselves with zlib, resync on
-the next gzip magic after damage, and let fastwarc parse each record. Memory is bounded by the
-largest record we accept (``max_record_bytes``), never by the file.
+standard recommends and Common Crawl does), so we split members ourselves, resync on the next
+gzip magic after damage, and let fastwarc parse each record. Memory is bounded by the largest
+record we accept (``max_record_bytes``), never by the file. Members are inflated with ISA-L
+(``isal``, zlib's API): inflating is most of the reader's CPU, and ISA-L takes the read path of
+the bench corpus from 0.56 to 0.40 CPU-s per 886 pages (bench/run_all.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 from fastwarc.warc import ArchiveIterator, WarcRecordType
+from isal import isal_zlib
 
 from raypipe.config import ExtractConfig, StorageConfig
 from raypipe.storage import StorageError, open_input, redact
@@ -101,14 +104,14 @@ def _inflate_member(buf: bytes, stream: io.BufferedReader, max_bytes: int) -> tu
     Returns (status, data, rest): status is ``ok``, ``too_large`` (drained, data dropped),
     ``corrupt`` (rest starts at the damaged input) or ``truncated`` (stream ended mid-member).
     """
-    dec = zlib.decompressobj(31)
+    dec = isal_zlib.decompressobj(31)
     out: list[bytes] = []
     size = 0
     data = buf
     while True:
         try:
             piece = dec.decompress(data)
-        except zlib.error:
+        except isal_zlib.error:
             return "corrupt", None, data
         size += len(piece)
         if size <= max_bytes:
@@ -125,7 +128,7 @@ def iter_gzip_members(stream: io.BufferedReader, max_bytes: int, stats: FileStat
     """Yield the decompressed bytes of each gzip member; damaged members are counted and skipped.
 
     A member larger than ``max_bytes`` decompressed is drained without being kept (``too_large``);
-    after a zlib error or bytes that are no gzip member we resume at the next gzip magic.
+    after an inflate error or bytes that are no gzip member we resume at the next gzip magic.
     """
     buf = stream.read(_CHUNK)
     while buf:

@@ -1,15 +1,21 @@
 """End to end as a user runs it: a real Ray cluster on 127.0.0.1 (``ray start --head`` with the
 dashboard and no work on the head, plus two worker nodes told apart by custom resources), a
-SeaweedFS S3 server, the real WARCs uploaded, ``ray job submit --working-dir .`` of
-jobs/build_forge.py, and the output checked in S3. Also asserts the work reached both workers."""
+SeaweedFS S3 server, real WARCs, seeds and code uploaded, ``ray job submit --working-dir .`` of
+jobs/build_forge.py running every phase, and the output checked in S3: the funnel against warcio,
+every page accounted for in candidates/, and Megatron shards that megatron-core itself opens."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import time
 import uuid
+from pathlib import Path
 
+import pandas as pd
 import pytest
+from megatron.core.datasets.indexed_dataset import IndexedDataset
 from ray_cluster import local_ray_cluster
 from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeadersParser
@@ -18,6 +24,16 @@ from tests.conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 WORKERS = {"node_a": {"node_a": 1}, "node_b": {"node_b": 1}}
+SEED_FILES = ["api_docs_pypi/python_library_docs.jsonl.gz", "gorilla_api_docs/torchhub_api.jsonl.gz"]
+CODE = "pypi_python_code.jsonl.gz"
+SMALL = [  # every phase, sized for a 2-core CI machine
+    "seeds.sources=[s3://raypipe-e2e/seeds/]",
+    "seeds.harvest_modules=[json]",
+    "seeds.max_per_source=80",
+    "seeds.license_manifest=s3://raypipe-e2e/meta/MANIFEST.jsonl",
+    f"mix.code.uri=s3://raypipe-e2e/code/{CODE}",
+    "shards.tokens_per_shard=200000",
+]
 
 
 def independent_counts(paths) -> tuple[int, int]:
@@ -38,13 +54,17 @@ def independent_counts(paths) -> tuple[int, int]:
     return records, html
 
 
-def test_ray_job_submit_end_to_end(s3_server, shared_data):
+def test_ray_job_submit_end_to_end(s3_server, shared_data, tmp_path):
     inputs = sorted((shared_data / "warc" / "built").glob("*.warc.gz"))[:3]
     inputs += sorted((shared_data / "warc" / "cc").glob("*.warc.gz"))
     inputs += [shared_data / "warc" / "edge_cases" / "resiliparse_clipped_truncated.warc.gz"]
     s3_server.create_bucket("raypipe-e2e")
     for p in inputs:
         s3_server.upload_file(p, "raypipe-e2e", f"in/{p.name}")
+    for rel in SEED_FILES:
+        s3_server.upload_file(shared_data / "seeds" / rel, "raypipe-e2e", f"seeds/{rel}")
+    s3_server.upload_file(shared_data / "mix" / "code" / CODE, "raypipe-e2e", f"code/{CODE}")
+    s3_server.upload_file(shared_data / "MANIFEST.jsonl", "raypipe-e2e", "meta/MANIFEST.jsonl")
     records, html = independent_counts(p for p in inputs if "clipped" not in p.name)
     records += 1  # the clipped record: counted by us as truncated_gzip
 
@@ -55,6 +75,7 @@ def test_ray_job_submit_end_to_end(s3_server, shared_data):
             [
                 "python", "jobs/build_forge.py", "--config", "configs/demo.yaml",
                 "--set", "input=s3://raypipe-e2e/in/*.warc.gz", "--set", "output=s3://raypipe-e2e/out/run",
+                *[x for item in SMALL for x in ("--set", item)],
             ],
             working_dir=REPO,
             timeout_s=700,
@@ -84,3 +105,35 @@ def test_ray_job_submit_end_to_end(s3_server, shared_data):
     listing = client.list_objects_v2(Bucket="raypipe-e2e", Prefix="out/run/extracted/")["Contents"]
     keys = [o["Key"] for o in listing]
     assert keys and all(k.endswith(".parquet") for k in keys)
+
+    def frame(prefix: str) -> pd.DataFrame:
+        objs = client.list_objects_v2(Bucket="raypipe-e2e", Prefix=f"out/run/{prefix}/")["Contents"]
+        parts = [client.get_object(Bucket="raypipe-e2e", Key=o["Key"])["Body"].read() for o in objs]
+        return pd.concat([pd.read_parquet(io.BytesIO(b)) for b in parts if b], ignore_index=True)
+
+    candidates = frame("candidates")
+    assert len(candidates) == funnel["html_responses"]  # every page accounted for
+    assert candidates["doc_id"].is_unique
+    unselected = candidates[~candidates["selected"]]
+    assert unselected["drop_reason"].notna().all()
+    assert candidates["selected"].any() and candidates.loc[candidates["selected"], "drop_reason"].isna().all()
+
+    manifest = json.loads(client.get_object(Bucket="raypipe-e2e", Key="out/run/manifest.json")["Body"].read())
+    assert manifest["shards"] and manifest["totals"]["tokens"] > 0
+    assert set(manifest["totals"]["tokens_by_stream"]) == {"agent", "code", "text"}
+    local = tmp_path / "shards"
+    local.mkdir()
+    for shard in manifest["shards"]:
+        for ext in ("bin", "idx"):
+            key = f"out/run/{shard['path']}.{ext}"
+            data = client.get_object(Bucket="raypipe-e2e", Key=key)["Body"].read()
+            (local / f"{Path(shard['path']).name}.{ext}").write_bytes(data)
+            if ext == "bin":
+                assert hashlib.sha256(data).hexdigest() == shard["sha256"]
+        dataset = IndexedDataset(str(local / Path(shard["path"]).name), mmap=True)
+        assert len(dataset) == shard["documents"]
+        assert sum(len(dataset[i]) for i in range(len(dataset))) == shard["tokens"]
+    docs = frame("documents")
+    assert len(docs) == manifest["totals"]["documents"]
+    report = client.get_object(Bucket="raypipe-e2e", Key="out/run/report.html")["Body"].read().decode()
+    assert "chart-funnel" in report

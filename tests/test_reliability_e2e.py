@@ -68,6 +68,7 @@ PHASES = "phases=[extract]"
 COMMON = [
     PHASES,
     f"input=s3://{BUCKET}/in/*",
+    "phases=[extract]",  # the streaming phase over many (and broken) WARC files; later phases: test_e2e_job
     f"extract.max_record_bytes={MAX_RECORD_BYTES}",
     f"extract.max_html_bytes={MAX_HTML_BYTES}",
     "ray.progress_bars=false",

@@ -1,0 +1,57 @@
+"""seed_similarity for the calibration sets, computed the way the retrieval stage computes it.
+
+Why not just run the retrieval stage on held-out seeds: they are in the seed index, so each one
+finds itself (cosine 1.0) and a threshold picked from that would sit far above what any page
+reaches. Here the nearest seeds of the text's *own group* (the same library, provider or module,
+see ``train.seed_group``) are skipped, which measures how close a page about an API family the
+seeds do not cover gets. For sampled pages nothing is skipped, so their score equals the stage's.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from raypipe.classify.train import seed_group
+from raypipe.config import RetrieveConfig, StorageConfig
+from raypipe.storage import OutputStore
+
+NEIGHBOURS = 256
+
+
+class CalibrationSimilarity:
+    """Max cosine of each text's chunks to the seed index, ignoring seeds of a given group."""
+
+    def __init__(self, retrieve_cfg: RetrieveConfig, output_prefix: str, storage_cfg: StorageConfig):
+        from raypipe.retrieve.embed import Embedder
+        from raypipe.retrieve.index import SEEDS_FILE, load_seed_index
+
+        self.index = load_seed_index(output_prefix, storage_cfg, retrieve_cfg.index_dir)
+        table = OutputStore(output_prefix, storage_cfg).read_bytes(f"{retrieve_cfg.index_dir.strip('/')}/{SEEDS_FILE}")
+        seeds = pd.read_parquet(io.BytesIO(table), columns=["text", "source"])
+        self.seed_groups = np.array([seed_group(t, s) for t, s in zip(seeds["text"], seeds["source"], strict=True)])
+        self.embedder = Embedder(
+            self.index.meta["model"], retrieve_cfg.device, retrieve_cfg.max_tokens, retrieve_cfg.batch_size
+        )
+        self.max_chunks = retrieve_cfg.max_chunks
+
+    def __call__(self, texts: Sequence[str], exclude_groups: Sequence[str | None]) -> np.ndarray:
+        """One score per text (NaN for a text without tokens)."""
+        out = np.full(len(texts), np.nan)
+        chunks, owner = self.embedder.chunk([t or "" for t in texts], self.max_chunks)
+        if not chunks:
+            return out
+        vectors = np.ascontiguousarray(self.embedder.embed_ids(chunks), dtype=np.float32)
+        k = min(NEIGHBOURS, int(self.index.index.ntotal))
+        scores, ids = self.index.index.search(vectors, k)
+        rows = self.index.vector_seeds[np.maximum(ids, 0)]
+        excluded = np.array([exclude_groups[o] for o in owner], dtype=object)[:, None]
+        valid = (ids >= 0) & (self.seed_groups[rows] != excluded)
+        first = np.where(valid.any(axis=1), valid.argmax(axis=1), k - 1)
+        best = scores[np.arange(len(scores)), first].astype(np.float64)
+        per_text = pd.Series(best).groupby(owner).max()
+        out[per_text.index.to_numpy()] = per_text.to_numpy()
+        return out

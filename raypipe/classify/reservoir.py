@@ -1,0 +1,105 @@
+"""A bounded, uniform random sample of extracted pages: the classifier's negatives.
+
+Why bottom-k by hash instead of the textbook reservoir (Algorithm R): Algorithm R's sample depends
+on the order rows arrive in, and a Ray Data stream arrives in a different order on every run and
+every cluster size. Giving each page a priority from a keyed hash of its identity and keeping the k
+smallest is the same uniform sample without replacement, but it is a pure function of the set of
+pages: partial samples taken on any number of workers merge into exactly the sample a single pass
+would take, so reruns train the same model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+PRIORITY = "_sample_priority"
+
+
+def hash_priority(keys: Iterable[str], seed: int) -> np.ndarray:
+    """A uniform 64-bit priority per key, stable across processes, Python versions and runs."""
+    salt = str(seed).encode() + b"\x00"
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(salt + str(k).encode(), digest_size=8).digest(), "big") for k in keys],
+        dtype=np.uint64,
+    )
+
+
+class ReservoirSampler:
+    """Keeps the ``k`` pages with the smallest hash priority among everything it is shown.
+
+    Use it three ways: ``add`` batches on one process; as a Ray Data ``map_batches`` function
+    (``__call__`` returns only a batch's own k best rows, shrinking what travels to the driver)
+    followed by ``add`` on the driver; or ``merge`` samplers filled on different workers.
+    """
+
+    def __init__(self, k: int, seed: int, key_column: str = "url", columns: Sequence[str] = ("url", "text")):
+        if k <= 0:
+            raise ValueError("reservoir size k must be positive")
+        self.k = k
+        self.seed = seed
+        self.key_column = key_column
+        self.columns = list(dict.fromkeys([key_column, *columns]))
+        self._rows = pd.DataFrame({c: pd.Series(dtype=object) for c in self.columns}).assign(
+            **{PRIORITY: pd.Series(dtype=np.uint64)}
+        )
+        self.seen = 0
+
+    def _prioritized(self, batch: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in self.columns if c not in batch.columns]
+        if missing:
+            raise KeyError(f"reservoir sample needs columns {missing}, batch has {list(batch.columns)}")
+        out = batch[self.columns].copy()
+        out[PRIORITY] = batch[PRIORITY] if PRIORITY in batch else hash_priority(batch[self.key_column], self.seed)
+        return out
+
+    def _bottom_k(self, frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.drop_duplicates(subset=[self.key_column])
+        return frame.sort_values([PRIORITY, self.key_column], kind="stable").head(self.k).reset_index(drop=True)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """Ray Data map function: this batch's candidates for the sample (at most k rows)."""
+        return self._bottom_k(self._prioritized(batch))
+
+    def add(self, batch: pd.DataFrame) -> None:
+        if batch.empty:
+            return
+        self.seen += len(batch)
+        self._rows = self._bottom_k(pd.concat([self._rows, self._prioritized(batch)], ignore_index=True))
+
+    def merge(self, other: ReservoirSampler) -> None:
+        if (other.k, other.seed, other.key_column) != (self.k, self.seed, self.key_column):
+            raise ValueError("only samplers with the same k, seed and key can be merged")
+        self.seen += other.seen
+        self._rows = self._bottom_k(pd.concat([self._rows, other._rows], ignore_index=True))
+
+    def sample(self) -> pd.DataFrame:
+        """The current sample, in priority order (a random order, the same on every run)."""
+        return self._rows.drop(columns=[PRIORITY]).reset_index(drop=True)
+
+
+def kept_pages(batch: pd.DataFrame) -> pd.DataFrame:
+    """Pages the classifier will actually be asked about: not already dropped upstream."""
+    if "drop_reason" in batch.columns:
+        batch = batch[batch["drop_reason"].isna()]
+    return batch[batch["text"].fillna("").str.strip().str.len() > 0]
+
+
+def sample_pages(
+    ds, k: int, seed: int, key_column: str = "url", columns: Sequence[str] = ("url", "text")
+) -> pd.DataFrame:
+    """Bounded random sample of the kept pages of a Ray dataset; driver memory is O(k) rows.
+
+    Each batch is cut to its own k best rows on the workers, the driver merges the stream.
+    """
+    sampler = ReservoirSampler(k, seed, key_column, columns)
+
+    def local(batch: pd.DataFrame) -> pd.DataFrame:
+        return sampler(kept_pages(batch))
+
+    for batch in ds.map_batches(local, batch_format="pandas").iter_batches(batch_format="pandas"):
+        sampler.add(batch)
+    return sampler.sample()

@@ -1,0 +1,178 @@
+"""The selection rule: agent_score and seed_similarity -> ``selected`` and ``drop_reason``.
+
+Every threshold is fitted by ``fit_rule`` from held-out data of the run itself (seeds of held-out
+groups as positives, held-out sampled pages of the crawl as negatives); nothing is hand-set.
+
+Rules, by mode:
+
+* ``fasttext_only`` (the paper's): selected iff ``agent_score >= ft_threshold``, the threshold
+  maximizing F1 on the class-balanced held-out data.
+* ``embed_all``: the combined score ``c = (1-w) * z(logit(agent_score)) + w * z(seed_similarity)``,
+  each signal standardized (``z``) by its mean and spread over the held-out sampled pages, so ``w``
+  (``similarity_weight``) means the same whatever the model's calibration; selected iff
+  ``c >= combined_threshold``, the threshold maximizing F1 on the same held-out data. Standardizing
+  by the *pages* matters: fastText is far more confident on held-out seeds than on real
+  documentation pages, so a rule fitted on raw probabilities would trust it too much.
+* ``cascade``: a page is embedded only if ``agent_score >= pass_threshold``, then the
+  ``embed_all`` rule applies. ``pass_threshold`` is the lower of (a) the highest threshold keeping
+  ``recall_target`` of held-out seeds and (b) the threshold letting through only
+  ``embed_fraction`` of the held-out sampled pages that fastText alone would reject. (b) is what
+  keeps recall on real pages: held-out seeds score higher than pages do, so (a) alone is too
+  strict; (b) spends the embedding budget on the pages fastText is least sure about.
+
+A page that is not selected gets a ``drop_reason``: an existing one (quality, language...) is kept,
+else ``low_agent_score`` or ``low_seed_similarity`` (the signal whose standardized value argued
+more against the page; a cascade reject is ``low_agent_score``), or ``no_text``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raypipe.classify.thresholds import f1_threshold, recall_threshold
+
+LOW_AGENT_SCORE = "low_agent_score"
+LOW_SEED_SIMILARITY = "low_seed_similarity"
+NO_TEXT = "no_text"
+MODES = ("cascade", "embed_all", "fasttext_only")
+_EPS = 1e-6
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    """Fitted thresholds and standardization; JSON-serializable through ``to_dict``."""
+
+    mode: str
+    ft_threshold: float
+    pass_threshold: float | None = None
+    combined_threshold: float | None = None
+    similarity_weight: float = 0.0
+    agent_mean: float = 0.0
+    agent_std: float = 1.0
+    similarity_mean: float = 0.0
+    similarity_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown selection mode {self.mode!r}; expected one of {MODES}")
+        if self.mode != "fasttext_only" and self.combined_threshold is None:
+            raise ValueError(
+                f"mode {self.mode!r} needs a rule calibrated with seed similarity; "
+                "train with a seed index or use mode fasttext_only"
+            )
+        if self.mode == "cascade" and self.pass_threshold is None:
+            raise ValueError("mode 'cascade' needs a pass_threshold")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SelectionRule:
+        return cls(**data)
+
+    def with_mode(self, mode: str) -> SelectionRule:
+        return SelectionRule.from_dict({**self.to_dict(), "mode": mode})
+
+    def agent_z(self, agent_score: np.ndarray) -> np.ndarray:
+        return (logit(agent_score) - self.agent_mean) / self.agent_std
+
+    def similarity_z(self, seed_similarity: np.ndarray) -> np.ndarray:
+        return (np.asarray(seed_similarity, dtype=np.float64) - self.similarity_mean) / self.similarity_std
+
+    def combined(self, agent_score: np.ndarray, seed_similarity: np.ndarray) -> np.ndarray:
+        """The combined score (NaN where seed_similarity is missing)."""
+        w = self.similarity_weight
+        return (1 - w) * self.agent_z(agent_score) + w * self.similarity_z(seed_similarity)
+
+    def to_embed(self, batch: pd.DataFrame) -> np.ndarray:
+        """Rows the embedding stage should score: not dropped already, and past the cascade's gate."""
+        keep = _undropped(batch) & batch["agent_score"].notna().to_numpy()
+        if self.mode == "cascade":
+            keep &= batch["agent_score"].fillna(0.0).to_numpy() >= self.pass_threshold
+        return keep if self.mode != "fasttext_only" else np.zeros(len(batch), dtype=bool)
+
+    def apply(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """Add ``selected`` and fill ``drop_reason`` for every page that is not selected."""
+        out = batch.copy()
+        agent = out["agent_score"].to_numpy(dtype=np.float64)
+        reason = out["drop_reason"].astype(object).to_numpy() if "drop_reason" in out else np.full(len(out), None)
+        reason = np.where(pd.isna(reason), None, reason).astype(object)
+        free = (reason == None) & ~np.isnan(agent)  # noqa: E711 - elementwise comparison on an object array
+        reason[(reason == None) & np.isnan(agent)] = NO_TEXT  # noqa: E711
+        if self.mode == "fasttext_only":
+            passed = agent >= self.ft_threshold
+            reason[free & ~passed] = LOW_AGENT_SCORE
+            selected = free & passed
+        else:
+            if self.mode == "cascade":
+                gate = agent >= self.pass_threshold
+                reason[free & ~gate] = LOW_AGENT_SCORE
+                free &= gate
+            sim = out["seed_similarity"].to_numpy(dtype=np.float64) if "seed_similarity" in out else np.nan
+            score = self.combined(agent, np.broadcast_to(sim, agent.shape))
+            passed = score >= self.combined_threshold
+            blame_agent = self.agent_z(agent) <= self.similarity_z(np.broadcast_to(sim, agent.shape))
+            failed = free & ~passed
+            reason[failed & blame_agent] = LOW_AGENT_SCORE
+            reason[failed & ~blame_agent] = LOW_SEED_SIMILARITY
+            selected = free & passed
+        out["selected"] = selected
+        out["drop_reason"] = pd.Series(reason, index=out.index, dtype=object)
+        return out
+
+
+def _undropped(batch: pd.DataFrame) -> np.ndarray:
+    if "drop_reason" not in batch:
+        return np.ones(len(batch), dtype=bool)
+    return batch["drop_reason"].isna().to_numpy()
+
+
+def fit_rule(
+    mode: str,
+    pos_agent: np.ndarray,
+    neg_agent: np.ndarray,
+    recall_target: float,
+    embed_fraction: float,
+    similarity_weight: float,
+    pos_similarity: np.ndarray | None = None,
+    neg_similarity: np.ndarray | None = None,
+) -> SelectionRule:
+    """Fit every threshold from held-out scores (positives: held-out seed groups; negatives: held-out
+    sampled pages). Similarity arrays may be shorter (a subsample) but pair index by index with
+    ``pos_agent[:len]`` / ``neg_agent[:len]``. See the module docstring for the rules."""
+    pos_agent = np.asarray(pos_agent, dtype=np.float64)
+    neg_agent = np.asarray(neg_agent, dtype=np.float64)
+    ft_threshold = f1_threshold(pos_agent, neg_agent)
+    rejected = neg_agent[neg_agent < ft_threshold]
+    budget = float(np.quantile(rejected, 1 - embed_fraction)) if len(rejected) else ft_threshold
+    pass_threshold = min(recall_threshold(pos_agent, recall_target), budget)
+    if pos_similarity is None or neg_similarity is None:
+        return SelectionRule(mode, ft_threshold, pass_threshold)
+    pos_sim = np.asarray(pos_similarity, dtype=np.float64)
+    neg_sim = np.asarray(neg_similarity, dtype=np.float64)
+    pa, na = pos_agent[: len(pos_sim)], neg_agent[: len(neg_sim)]
+    pos_ok, neg_ok = ~np.isnan(pos_sim), ~np.isnan(neg_sim)
+    neg_logit = logit(na[neg_ok])
+    draft = SelectionRule(
+        "fasttext_only",
+        ft_threshold,
+        pass_threshold,
+        similarity_weight=similarity_weight,
+        agent_mean=float(neg_logit.mean()),
+        agent_std=float(max(neg_logit.std(), _EPS)),
+        similarity_mean=float(neg_sim[neg_ok].mean()),
+        similarity_std=float(max(neg_sim[neg_ok].std(), _EPS)),
+    )
+    combined_threshold = f1_threshold(
+        draft.combined(pa[pos_ok], pos_sim[pos_ok]), draft.combined(na[neg_ok], neg_sim[neg_ok])
+    )
+    return SelectionRule.from_dict({**draft.to_dict(), "mode": mode, "combined_threshold": combined_threshold})

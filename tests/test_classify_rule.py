@@ -1,0 +1,132 @@
+"""Threshold choice and the selection rule: every page not selected is accounted for."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raypipe.classify.rule import LOW_AGENT_SCORE, LOW_SEED_SIMILARITY, NO_TEXT, SelectionRule, fit_rule
+from raypipe.classify.thresholds import f1_threshold, prf, recall_threshold
+
+
+def test_f1_threshold_separates_separable_scores() -> None:
+    pos = np.array([0.6, 0.7, 0.9])
+    neg = np.array([0.1, 0.2, 0.5])
+    t = f1_threshold(pos, neg)
+    assert 0.5 < t <= 0.6
+    assert prf(pos, neg, t) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+
+
+def test_f1_threshold_is_balanced_against_sample_sizes() -> None:
+    """Ten times more negatives must not move the threshold: both classes weigh the same."""
+    rng = np.random.default_rng(0)
+    pos = rng.normal(0.7, 0.1, 500)
+    neg = rng.normal(0.4, 0.1, 500)
+    small = f1_threshold(pos, neg)
+    big = f1_threshold(pos, np.tile(neg, 10))
+    assert abs(small - big) < 1e-9
+
+
+def test_recall_threshold_keeps_the_target_share() -> None:
+    pos = np.linspace(0.01, 1.0, 100)
+    t = recall_threshold(pos, 0.98)
+    assert (pos >= t).mean() >= 0.98
+    assert (pos >= np.nextafter(t, 1)).mean() < 0.98
+
+
+def test_fit_rule_cascade_gate_respects_recall_and_budget() -> None:
+    rng = np.random.default_rng(1)
+    pos_agent = rng.beta(8, 2, 400)
+    neg_agent = rng.beta(2, 8, 2000)
+    rule = fit_rule(
+        "cascade",
+        pos_agent,
+        neg_agent,
+        recall_target=0.98,
+        embed_fraction=0.05,
+        similarity_weight=0.3,
+        pos_similarity=rng.normal(0.6, 0.08, 400),
+        neg_similarity=rng.normal(0.35, 0.08, 2000),
+    )
+    assert rule.pass_threshold <= recall_threshold(pos_agent, 0.98)
+    rejected = neg_agent[neg_agent < rule.ft_threshold]
+    assert (rejected >= rule.pass_threshold).mean() <= 0.05 + 1 / len(rejected)
+    assert rule.combined_threshold is not None
+    # the combined rule sees both signals: it beats fastText alone on these overlapping scores
+    frame_pos = pd.DataFrame({"agent_score": pos_agent, "seed_similarity": rng.normal(0.6, 0.08, 400)})
+    assert rule.with_mode("embed_all").apply(frame_pos)["selected"].mean() > 0.9
+
+
+def test_rule_needs_similarity_for_embedding_modes() -> None:
+    with pytest.raises(ValueError, match="seed similarity"):
+        fit_rule("embed_all", np.array([0.9, 0.8]), np.array([0.1, 0.2]), 0.98, 0.05, 0.3)
+    with pytest.raises(ValueError, match="unknown selection mode"):
+        SelectionRule("everything", 0.5)
+
+
+def _rule(mode: str) -> SelectionRule:
+    return SelectionRule(
+        mode,
+        ft_threshold=0.5,
+        pass_threshold=0.1,
+        combined_threshold=0.0,
+        similarity_weight=0.5,
+        agent_mean=0.0,
+        agent_std=1.0,
+        similarity_mean=0.4,
+        similarity_std=0.1,
+    )
+
+
+def test_apply_keeps_upstream_reasons_and_names_the_weak_signal() -> None:
+    batch = pd.DataFrame(
+        {
+            "agent_score": [0.9, 0.05, 0.9, 0.3, np.nan, 0.99],
+            "seed_similarity": [0.6, np.nan, 0.1, 0.8, np.nan, 0.9],
+            "drop_reason": [None, None, None, None, None, "too_short"],
+        }
+    )
+    out = _rule("cascade").apply(batch)
+    assert out["selected"].tolist() == [True, False, False, True, False, False]
+    assert out["drop_reason"].tolist() == [None, LOW_AGENT_SCORE, LOW_SEED_SIMILARITY, None, NO_TEXT, "too_short"]
+    assert _rule("cascade").to_embed(batch).tolist() == [True, False, True, True, False, False]
+    assert not _rule("fasttext_only").to_embed(batch).any()
+    ft = _rule("fasttext_only").apply(batch)
+    assert ft["selected"].tolist() == [True, False, True, False, False, False]
+
+
+def test_rule_round_trips_through_json() -> None:
+    rule = _rule("embed_all")
+    assert SelectionRule.from_dict(rule.to_dict()) == rule
+    assert rule.with_mode("cascade").mode == "cascade"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.floats(0, 1)),
+            st.one_of(st.none(), st.floats(-1, 1)),
+            st.sampled_from([None, None, "too_short", "not_english"]),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.sampled_from(["cascade", "embed_all", "fasttext_only"]),
+)
+def test_every_page_not_selected_has_a_drop_reason(rows: list, mode: str) -> None:
+    batch = pd.DataFrame(
+        {
+            "agent_score": [np.nan if a is None else a for a, _, _ in rows],
+            "seed_similarity": [np.nan if s is None else s for _, s, _ in rows],
+            "drop_reason": [r for _, _, r in rows],
+        }
+    )
+    out = _rule(mode).apply(batch)
+    assert len(out) == len(batch)
+    assert (out["selected"] ^ out["drop_reason"].notna()).all()
+    kept = batch["drop_reason"].notna()
+    assert (out.loc[kept, "drop_reason"] == batch.loc[kept, "drop_reason"]).all()

@@ -1,0 +1,65 @@
+"""Preprocessing and the bounded page sample: pure functions, no Ray needed."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from raypipe.classify.preprocess import normalize_text
+from raypipe.classify.reservoir import ReservoirSampler, hash_priority
+
+
+def test_normalize_splits_code_and_defuses_labels() -> None:
+    text = "Call getProfile(userId='me') at https://x.io/a?b=1 \n v1.2 __label__agent HTTPServer"
+    out = normalize_text(text)
+    assert "\n" not in out
+    assert "__label__" not in out
+    assert out.split() == ("call get profile ( user id = ' me ' ) at urltoken v 0 label agent http server".split())
+
+
+def test_normalize_truncates_to_max_tokens() -> None:
+    text = " ".join(f"word{i}" for i in range(5000))
+    assert len(normalize_text(text, max_tokens=100).split()) == 100
+    assert normalize_text("", 10) == ""
+
+
+def _pages(n: int, offset: int = 0) -> pd.DataFrame:
+    return pd.DataFrame({"url": [f"https://site/{i}" for i in range(offset, offset + n)], "text": ["t"] * n})
+
+
+def test_reservoir_is_the_same_whatever_the_split_and_order() -> None:
+    whole = ReservoirSampler(50, seed=7)
+    whole.add(_pages(1000))
+    parts = [ReservoirSampler(50, seed=7) for _ in range(3)]
+    frame = _pages(1000).sample(frac=1.0, random_state=3)
+    for i, start in enumerate(range(0, len(frame), 150)):
+        parts[i % 3].add(frame.iloc[start : start + 150])
+    parts[0].merge(parts[1])
+    parts[0].merge(parts[2])
+    assert parts[0].sample()["url"].tolist() == whole.sample()["url"].tolist()
+    assert len(whole.sample()) == 50 and whole.seen == 1000
+
+
+def test_reservoir_call_keeps_only_batch_candidates() -> None:
+    sampler = ReservoirSampler(5, seed=1)
+    batch = _pages(40)
+    local = sampler(batch)
+    assert len(local) == 5
+    sampler.add(local)
+    reference = ReservoirSampler(5, seed=1)
+    reference.add(batch)
+    assert sampler.sample()["url"].tolist() == reference.sample()["url"].tolist()
+
+
+def test_reservoir_sample_is_uniform() -> None:
+    """Every page is equally likely: over many seeds each of 20 pages is drawn ~ k/n of the time."""
+    hits = pd.Series(0, index=_pages(20)["url"])
+    for seed in range(400):
+        sampler = ReservoirSampler(5, seed=seed)
+        sampler.add(_pages(20))
+        hits[sampler.sample()["url"]] += 1
+    assert hits.between(400 * 0.25 * 0.6, 400 * 0.25 * 1.4).all()
+
+
+def test_hash_priority_is_stable() -> None:
+    assert hash_priority(["a", "b"], 1).tolist() == hash_priority(["a", "b"], 1).tolist()
+    assert hash_priority(["a"], 1)[0] != hash_priority(["a"], 2)[0]
