@@ -39,12 +39,13 @@ DATA = Path(os.environ.get("RAYPIPE_SHARED_DATA", Path(__file__).resolve().paren
 
 def corpus(texts: list[str], scale: int, seed: int = 11) -> pd.DataFrame:
     rng = random.Random(seed)
+    # ids sort originals (u) before their exact (x) and near (y) copies: the originals survive
     docs = [t if copy == 0 else mutate(t, 0.5, rng) for copy in range(scale) for t in texts]
     rows = [(f"u{i:07d}", t) for i, t in enumerate(docs)]
     for i, text in enumerate(rng.sample(docs, len(docs) // 10)):
         rows.append((f"x{i:07d}", text))
     for i, text in enumerate(rng.sample(docs, len(docs) // 10)):
-        rows.append((f"n{i:07d}", mutate(text, 0.01, rng)))
+        rows.append((f"y{i:07d}", mutate(text, 0.01, rng)))
     frame = pd.DataFrame(rows, columns=["doc_id", "text"])
     return frame.assign(url="https://bench.example/" + frame["doc_id"], stream="text", drop_reason=None)
 
@@ -98,9 +99,9 @@ def run_once(frame: pd.DataFrame, budget_mb: int, index) -> dict:
             started = time.monotonic()
             blocks = [frame.iloc[i::8] for i in range(8)]
             result, stats = run_clean(ray.data.from_pandas(blocks), cfg, OutputStore(out, cfg.storage), index=index)
-            labels = result.select_columns(["doc_id", "drop_reason"]).to_pandas()
+            labels = result.select_columns(["doc_id", "drop_reason"]).to_pandas().astype(object)
             reasons = labels["drop_reason"].value_counts().to_dict()
-            planted = {"duplicate_exact": "x", "duplicate_near": "n"}
+            planted = {"duplicate_exact": "x", "duplicate_near": "y"}
             recall = {
                 r: round(float((labels.loc[labels["doc_id"].str.startswith(p), "drop_reason"] == r).mean()), 4)
                 for r, p in planted.items()

@@ -55,6 +55,7 @@ from raypipe.dedup.minhash import DedupFingerprinter
 from raypipe.dedup.normalize import normalize_text, word_hashes, words
 from raypipe.dedup.precision import pair_sample_mask, precision_report
 from raypipe.dedup.shuffle import cluster_cpus, partitions_for
+from raypipe.runtime import LIGHT_TASK_CPUS
 from raypipe.storage import OutputStore
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def _report_rows(batch: pd.DataFrame) -> pd.DataFrame:
 
 def _report(rows: ray.data.Dataset, partitions: int) -> tuple[int, int, dict[str, Any]]:
     """(rows dropped earlier, contaminated documents, per-benchmark documents and item counts)."""
-    counts = rows.map_batches(_report_rows, batch_format="pandas").groupby(
+    counts = rows.map_batches(_report_rows, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS).groupby(
         ["benchmark", "item"], num_partitions=partitions
     )
     earlier = contaminated = 0
@@ -218,7 +219,10 @@ def _texts(fingerprints: ray.data.Dataset, ids: set[str]) -> dict[str, str]:
     def pick(batch: pd.DataFrame) -> pd.DataFrame:
         return batch.loc[batch["doc_id"].isin(ids), ["doc_id", "text"]]
 
-    return {r["doc_id"]: r["text"] for r in fingerprints.map_batches(pick, batch_format="pandas").take_all()}
+    return {
+        r["doc_id"]: r["text"]
+        for r in fingerprints.map_batches(pick, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS).take_all()
+    }
 
 
 def _precision(
@@ -233,10 +237,15 @@ def _precision(
     if not k or not fractions:
         return {"threshold": cfg.threshold, "candidates": {"pairs": 0}}
     parts = [
-        sources[name].map_batches(_as_pairs, fn_kwargs={"sample": name}, batch_format="pandas") for name in fractions
+        sources[name].map_batches(
+            _as_pairs, fn_kwargs={"sample": name}, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS
+        )
+        for name in fractions
     ]
     union = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    rows = union.map_batches(_sample_rows, fn_kwargs={"fractions": fractions}, batch_format="pandas").take_all()
+    rows = union.map_batches(
+        _sample_rows, fn_kwargs={"fractions": fractions}, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS
+    ).take_all()
     sampled = pd.DataFrame(rows).sort_values(["sample", "src", "dst"]).groupby("sample").head(k)
     texts = _texts(fingerprints, set(sampled["src"]) | set(sampled["dst"]))
     candidates = sampled[sampled["sample"] == "candidates"]
@@ -279,7 +288,7 @@ def run_clean(
     ).write_parquet(path, filesystem=fs)
     seconds = {"fingerprint": round(time.monotonic() - started, 1)}
 
-    fingerprints = ray.data.read_parquet(path, filesystem=fs)
+    fingerprints = ray.data.read_parquet(path, filesystem=fs, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
     documents = fingerprints.count()
     key_bytes = _column_bytes(fs, path, ["doc_id", "text_hash", "minhash_sketch", "lsh_buckets"])
     partitions = partitions_for(key_bytes * (1 + dedup.bands), dedup.memory_budget_mb, dedup.min_partitions)
@@ -289,12 +298,20 @@ def run_clean(
     counts = {CONTAMINATION: 0, DUPLICATE_EXACT: 0, DUPLICATE_NEAR: 0}
     near_stats: dict[str, Any] = {}
     if dedup.exact:
-        keys = narrow.map_batches(_eligible_only, fn_kwargs={"columns": ["doc_id", "text_hash"]}, batch_format="pandas")
+        keys = narrow.map_batches(
+            _eligible_only,
+            fn_kwargs={"columns": ["doc_id", "text_hash"]},
+            batch_format="pandas",
+            num_cpus=LIGHT_TASK_CPUS,
+        )
         exact = exact_duplicates(keys, partitions).materialize()
         counts[DUPLICATE_EXACT] = exact.count()
         labels.append(
             exact.map_batches(
-                _labels, fn_kwargs={"reason": DUPLICATE_EXACT, "of_column": "duplicate_of"}, batch_format="pandas"
+                _labels,
+                fn_kwargs={"reason": DUPLICATE_EXACT, "of_column": "duplicate_of"},
+                batch_format="pandas",
+                num_cpus=LIGHT_TASK_CPUS,
             )
         )
     seconds["exact"] = round(time.monotonic() - started - sum(seconds.values()), 1)
@@ -303,6 +320,7 @@ def run_clean(
             _eligible_only,
             fn_kwargs={"columns": ["doc_id", "text_hash", "lsh_buckets", "minhash_sketch"]},
             batch_format="pandas",
+            num_cpus=LIGHT_TASK_CPUS,
         )
         edges = candidate_edges(
             rows, dedup.threshold, dedup.verify_candidates, partitions, collapse_exact=dedup.exact
@@ -310,12 +328,15 @@ def run_clean(
         n_verified = int(edges.sum("verified") or 0) if edges.count() else 0
         components, rounds = None, 0
         if n_verified:
-            verified = edges.map_batches(_verified, batch_format="pandas")
+            verified = edges.map_batches(_verified, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
             components, rounds = connected_components(verified, partitions, dedup.max_cc_rounds)
             counts[DUPLICATE_NEAR] = components.count()
             labels.append(
                 components.map_batches(
-                    _labels, fn_kwargs={"reason": DUPLICATE_NEAR, "of_column": "component"}, batch_format="pandas"
+                    _labels,
+                    fn_kwargs={"reason": DUPLICATE_NEAR, "of_column": "component"},
+                    batch_format="pandas",
+                    num_cpus=LIGHT_TASK_CPUS,
                 )
             )
         near_stats = {
@@ -343,7 +364,7 @@ def run_clean(
         result = fingerprints.join(all_labels, "left_outer", num_partitions=full_partitions, on=("doc_id",))
     else:
         result = fingerprints
-    result = result.map_batches(_finalize, batch_format="pandas")
+    result = result.map_batches(_finalize, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
 
     report_columns = ["drop_reason", "contaminated", "contamination_benchmarks", "contamination_items"]
     earlier, counts[CONTAMINATION], contamination = _report(fingerprints.select_columns(report_columns), partitions)

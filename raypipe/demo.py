@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         warc_dir = shared / "warc"
         overrides = [f"output=s3://{BUCKET}/runs/demo"]
         if shared.is_dir():
-            for folder in ("seeds", "mix/code"):
+            for folder in ("seeds", "mix/code", "benchmarks"):
                 files = sorted(p for p in (shared / folder).rglob("*") if p.is_file())
                 for p in files:
                     server.upload_file(p, BUCKET, f"{folder}/{p.relative_to(shared / folder)}")
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"seeds.sources=[s3://{BUCKET}/seeds/]",
                 f"seeds.license_manifest=s3://{BUCKET}/meta/MANIFEST.jsonl",
                 f"mix.code.uri=s3://{BUCKET}/mix/code/pypi_python_code.jsonl.gz",
+                f"decontam.benchmarks=s3://{BUCKET}/benchmarks/",
             ]
         if warc_dir.is_dir():
             files = sorted(p for p in warc_dir.rglob("*") if p.is_file() and ".warc" in p.name)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raypipe.config import RunConfig
+from raypipe.runtime import LIGHT_TASK_CPUS
 from raypipe.state import RunState
 from raypipe.storage import OutputStore
 
@@ -65,7 +66,9 @@ def read_parts(store: OutputStore, folder: str, columns: list[str] | None = None
     files = [store.key(k) for k in store.list(folder) if k.endswith(".parquet")]
     if not files:
         raise RuntimeError(f"no parquet parts under {store.uri(folder)}: did the previous phase run?")
-    return ray.data.read_parquet(files, filesystem=store.arrow_filesystem(), columns=columns)
+    return ray.data.read_parquet(
+        files, filesystem=store.arrow_filesystem(), columns=columns, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS}
+    )
 
 
 class TableWriter:
@@ -244,11 +247,11 @@ def run_clean_phase(cfg: RunConfig, store: OutputStore, state: RunState) -> dict
 
     start = time.time()
     state.set_phase("clean", "running", started=start)
-    pages = read_parts(store, SCORED).map_batches(clean_input, batch_format="pandas")
+    pages = read_parts(store, SCORED).map_batches(clean_input, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
     seeds = ray.data.from_arrow(seed_documents(load_seed_table(cfg, store)))
     cleaned, clean_stats = run_clean(pages.union(seeds), cfg, store)
     rows = write_dataset(cleaned, cfg, store, CLEAN)
-    final = read_parts(store, CLEAN).map_batches(finalize_candidates, batch_format="pandas")
+    final = read_parts(store, CLEAN).map_batches(finalize_candidates, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
     pages_only = final.filter(lambda row: not str(row["doc_id"]).startswith("seed:"))
     candidates = write_dataset(pages_only, cfg, store, CANDIDATES, columns=CANDIDATE_COLUMNS)
     summary = {"documents": rows, "candidates": candidates, **clean_stats, "seconds": round(time.time() - start, 2)}

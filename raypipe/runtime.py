@@ -79,6 +79,12 @@ def init_ray(cfg: RunConfig) -> None:
     start_rate_limiter(cfg.storage)
 
 
+LIGHT_TASK_CPUS = 0.25
+"""CPUs asked by light Ray Data tasks (column maps, reads of our own parquet). Actor pools hold
+fractional CPUs; a task that needs a whole CPU can then fit on no small node (a 2-CPU laptop, a
+1-CPU worker) and the plan waits forever, so light tasks ask for a quarter."""
+
+
 def ensure_cwd() -> None:
     """Re-enter the working directory if it was replaced under us.
 

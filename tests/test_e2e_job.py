@@ -33,6 +33,8 @@ SMALL = [  # every phase, sized for a 2-core CI machine
     "seeds.license_manifest=s3://raypipe-e2e/meta/MANIFEST.jsonl",
     f"mix.code.uri=s3://raypipe-e2e/code/{CODE}",
     "shards.tokens_per_shard=200000",
+    "decontam.benchmarks=s3://raypipe-e2e/benchmarks/",
+    "dedup.memory_budget_mb=256",
 ]
 
 
@@ -65,6 +67,9 @@ def test_ray_job_submit_end_to_end(s3_server, shared_data, tmp_path):
         s3_server.upload_file(shared_data / "seeds" / rel, "raypipe-e2e", f"seeds/{rel}")
     s3_server.upload_file(shared_data / "mix" / "code" / CODE, "raypipe-e2e", f"code/{CODE}")
     s3_server.upload_file(shared_data / "MANIFEST.jsonl", "raypipe-e2e", "meta/MANIFEST.jsonl")
+    for p in sorted((shared_data / "benchmarks").rglob("*")):
+        if p.is_file():
+            s3_server.upload_file(p, "raypipe-e2e", f"benchmarks/{p.relative_to(shared_data / 'benchmarks')}")
     records, html = independent_counts(p for p in inputs if "clipped" not in p.name)
     records += 1  # the clipped record: counted by us as truncated_gzip
 

@@ -25,6 +25,7 @@ from raypipe.classify.classifier import load_rule
 from raypipe.classify.rule import SelectionRule
 from raypipe.classify.stage import AgentScorer
 from raypipe.config import ClassifyConfig, StorageConfig
+from raypipe.runtime import LIGHT_TASK_CPUS
 
 HIDDEN_TEXT = "_unembedded_text"
 Retrieve = Callable[[Any], Any]
@@ -105,7 +106,15 @@ def add_selection(
     if rule["mode"] != "fasttext_only":
         if retrieve is None:
             raise ValueError(f"classify mode {rule['mode']} embeds pages: pass the retrieval stage (retrieve=...)")
-        ds = ds.map_batches(hide_unembedded, fn_kwargs={"rule": rule}, batch_format="pandas", batch_size=cfg.batch_size)
+        ds = ds.map_batches(
+            hide_unembedded,
+            fn_kwargs={"rule": rule},
+            batch_format="pandas",
+            batch_size=cfg.batch_size,
+            num_cpus=LIGHT_TASK_CPUS,
+        )
         ds = retrieve(ds)
-        ds = ds.map_batches(restore_text, batch_format="pandas", batch_size=cfg.batch_size)
-    return ds.map_batches(apply_rule, fn_kwargs={"rule": rule}, batch_format="pandas", batch_size=cfg.batch_size)
+        ds = ds.map_batches(restore_text, batch_format="pandas", batch_size=cfg.batch_size, num_cpus=LIGHT_TASK_CPUS)
+    return ds.map_batches(
+        apply_rule, fn_kwargs={"rule": rule}, batch_format="pandas", batch_size=cfg.batch_size, num_cpus=LIGHT_TASK_CPUS
+    )

@@ -29,6 +29,7 @@ import ray.data
 
 from raypipe.dedup.minhash import estimated_jaccard
 from raypipe.dedup.shuffle import partitioned_map
+from raypipe.runtime import LIGHT_TASK_CPUS
 
 
 def candidate_probability(similarity: float, bands: int, rows: int) -> float:
@@ -87,6 +88,6 @@ def candidate_edges(
 ) -> ray.data.Dataset:
     """Candidate pairs ``(src, dst, est_jaccard, verified)`` of ``(doc_id, text_hash, lsh_buckets,
     minhash_sketch)`` rows; ``src`` is paired with ``dst``, its bucket's smallest member."""
-    rows = fingerprints.map_batches(bucket_rows, batch_format="pandas")
+    rows = fingerprints.map_batches(bucket_rows, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
     kwargs = {"threshold": threshold, "verify": verify, "collapse_exact": collapse_exact}
     return partitioned_map(rows, "bucket", bucket_edges, num_partitions, fn_kwargs=kwargs)

@@ -20,6 +20,7 @@ import ray
 import ray.data
 
 from raypipe.dedup.normalize import partition_of
+from raypipe.runtime import LIGHT_TASK_CPUS
 
 PARTITION = "_partition"
 # In-memory pandas frames and Arrow shuffle buffers take a few times the raw column bytes.
@@ -58,8 +59,11 @@ def partitioned_map(
     """Apply ``fn`` to whole hash partitions of ``ds`` by ``key``: every row with the same key is in
     the same call. ``fn`` takes and returns a pandas DataFrame."""
     keyed = ds.map_batches(
-        _with_partition, fn_kwargs={"key": key, "num_partitions": num_partitions}, batch_format="pandas"
+        _with_partition,
+        fn_kwargs={"key": key, "num_partitions": num_partitions},
+        batch_format="pandas",
+        num_cpus=LIGHT_TASK_CPUS,
     )
     return keyed.groupby(PARTITION, num_partitions=num_partitions).map_groups(
-        _apply, fn_kwargs={"fn": fn, "fn_kwargs": fn_kwargs or {}}, batch_format="pandas"
+        _apply, fn_kwargs={"fn": fn, "fn_kwargs": fn_kwargs or {}}, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS
     )
