@@ -109,7 +109,7 @@ def train_classifier(
         labels = similarity_labels(page_sim, pos_sim, cfg)
         extra = pd.concat([extra, pages.loc[labels == 1, ["url", "text"]]], ignore_index=True)
     data = round_data(seeds, seed_held, pages[labels == 0], cfg, seed, extra)
-    model = train_fasttext(data.train_pos, data.train_neg, cfg, seed)
+    model, lr_used = train_fasttext(data.train_pos, data.train_neg, cfg, seed)
     cal_neg = data.cal_neg.assign(_b=[bucket(u, f"cal{seed}") for u in data.cal_neg["url"]])
     cal_neg = cal_neg.sort_values("_b").drop(columns="_b").reset_index(drop=True)
     pos_agent = agent_proba(model, cal_pos["text"].tolist(), cfg.max_tokens)
@@ -147,6 +147,7 @@ def train_classifier(
     metrics = {
         "config": cfg.model_dump(mode="json"),
         "seed": seed,
+        "fasttext_lr_used": lr_used,
         "counts": counts,
         "calibration_positives_by_source": cal_pos["source"].value_counts().sort_index().to_dict(),
         "rule": rule.to_dict(),

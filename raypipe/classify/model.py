@@ -4,9 +4,10 @@ Why thread=1 by default: fastText's multi-threaded SGD (Hogwild) gives a differe
 run; with one thread and a fixed seed the model is a pure function of its training lines, which
 the determinism contract needs (checked: repeated trainings predict bit-identically).
 
-The fastText build for numpy 2 now and then aborts a training with "Encountered NaN" for no reason
-in the data (the same lines, seed and settings succeed on the next call; it is frequent at small
-``dim``, not seen at 256). Such a training is retried; a successful one is the same model anyway.
+fastText's SGD sometimes diverges and aborts with "Encountered NaN": rarely at dim 256 with enough
+hash buckets, often at small ``dim``, and not reproducibly (the same lines and settings may pass on
+the next call). ``train_fasttext`` retries each learning rate twice, then halves it; the rate that
+trained the model is returned with it and recorded in metrics.json.
 """
 
 from __future__ import annotations
@@ -27,13 +28,18 @@ from raypipe.storage import OutputStore, filesystem
 log = logging.getLogger(__name__)
 AGENT = "__label__agent"
 OTHER = "__label__other"
-NAN_RETRIES = 5
+LR_ATTEMPTS = (1.0, 1.0, 0.5, 0.5, 0.25, 0.25)  # multipliers of the configured learning rate
 MODEL_FILE = "model.bin"
 METRICS_FILE = "metrics.json"
 
 
-def train_fasttext(positives: Sequence[str], negatives: Sequence[str], cfg: ClassifyConfig, seed: int) -> Any:
-    """Train on already-normalized texts; lines are shuffled by ``seed`` so the order is reproducible."""
+def train_fasttext(
+    positives: Sequence[str], negatives: Sequence[str], cfg: ClassifyConfig, seed: int
+) -> tuple[Any, float]:
+    """Train on already-normalized texts; returns the model and the learning rate that trained it.
+
+    Lines are shuffled by ``seed`` so the order is reproducible.
+    """
     import fasttext
 
     lines = [f"{AGENT} {t}" for t in positives if t] + [f"{OTHER} {t}" for t in negatives if t]
@@ -44,12 +50,13 @@ def train_fasttext(positives: Sequence[str], negatives: Sequence[str], cfg: Clas
         path = os.path.join(tmp, "train.txt")
         with open(path, "w", encoding="utf-8") as f:
             f.write("\n".join(lines[i] for i in order) + "\n")
-        for attempt in range(1, NAN_RETRIES + 1):
+        for attempt, factor in enumerate(LR_ATTEMPTS, start=1):
+            lr = cfg.lr * factor
             try:
-                return fasttext.train_supervised(
+                model = fasttext.train_supervised(
                     path,
                     dim=cfg.dim,
-                    lr=cfg.lr,
+                    lr=lr,
                     wordNgrams=cfg.word_ngrams,
                     minCount=cfg.min_count,
                     bucket=cfg.bucket,
@@ -59,12 +66,11 @@ def train_fasttext(positives: Sequence[str], negatives: Sequence[str], cfg: Clas
                     loss="softmax",
                     verbose=0,
                 )
+                return model, lr
             except RuntimeError as e:
-                if "NaN" not in str(e) or attempt == NAN_RETRIES:
+                if "NaN" not in str(e) or attempt == len(LR_ATTEMPTS):
                     raise
-                log.warning(
-                    "fastText training hit 'Encountered NaN' (attempt %d of %d); retrying", attempt, NAN_RETRIES
-                )
+                log.warning("fastText training diverged at lr=%g (attempt %d); retrying", lr, attempt)
     raise AssertionError("unreachable")
 
 
