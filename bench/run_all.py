@@ -5,8 +5,7 @@
 2. extraction docs/s/core: raypipe vs floor vs DataTrove vs NeMo Curator (``bench/extract.py``);
 3. end-to-end CPU (extract, filter, dedup, tokenize) vs DataTrove (``bench/e2e.py``);
 4. peak RSS of one WARC read task at 1x, 4x, 16x input (``bench/rss.py``);
-5. the component benchmarks present in ``bench/`` (retrieval vs plain encode, tokenizer vs plain
-   loop, the clean phase's memory and throughput vs its floor);
+5. the component benchmarks present in ``bench/`` (retrieval vs plain encode, tokenizer vs plain loop);
 6. writes ``bench/results/bench.json`` and ``bench/results/bench.md`` (``--quick``: under
    ``.bench/results-quick/``, leaving the committed results alone) and ends with ``NAME: <ratio>x`` lines.
 
@@ -44,7 +43,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 SCALES = (1, 4, 16)
 # Benchmarks of single stages that teammates keep beside this one: (label, script, args).
-COMPONENTS = (("retrieve", "retrieve.py", []), ("tokenize", "tokenize.py", []), ("dedup", "dedup.py", []))
+COMPONENTS = (("retrieve", "retrieve.py", []), ("tokenize", "tokenize.py", []))
 RATIO_LINE = re.compile(r"^(?P<name>[^:]+): (?P<value>[0-9.]+)x\s*$")
 
 
