@@ -81,7 +81,7 @@ def test_every_section_is_drawn_from_full_stats():
     assert MISSING not in page
     assert page.count('class="threshold"') == 2
     assert "threshold 0.55" in page and "threshold 0.5" in page
-    assert "clean: duplicate" in page and "crawl: language" in page
+    assert "clean: duplicate" in page and "extract: language" in page
     assert "58.0%" in page and "60.0%" in page  # achieved and target shares
     assert "docs.python.org" in page and "numpy.org" in page
 
