@@ -64,10 +64,14 @@ class PeerError(RuntimeError):
 
 
 def run_peer(python: Path, script: Path, args: list[str], timeout_s: float) -> dict[str, Any]:
-    """Run ``script`` with a peer venv's python and return the JSON object of its last JSON line."""
+    """Run ``script`` with a peer venv's python and return the JSON object of its last JSON line.
+
+    ``-I`` keeps the script's folder off ``sys.path``: bench/tokenize.py there would shadow the
+    standard library's tokenize module for everything the peer imports.
+    """
     try:
         done = subprocess.run(
-            [str(python), str(script), *args], capture_output=True, text=True, timeout=timeout_s, check=False
+            [str(python), "-I", str(script), *args], capture_output=True, text=True, timeout=timeout_s, check=False
         )
     except subprocess.TimeoutExpired as e:
         raise PeerError(f"{script.name} {' '.join(args[:1])} ran past {timeout_s:.0f}s") from e

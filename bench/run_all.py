@@ -61,8 +61,15 @@ def run_components(quick: bool, log=print) -> tuple[dict[str, str], dict[str, fl
             status[label] = "skipped in --quick"
             continue
         log(f"components: running bench/{script}")
+        # as a module from the repository root: run as a file, bench/ would come first on sys.path,
+        # where bench/tokenize.py shadows the standard library's tokenize module
         done = subprocess.run(
-            [sys.executable, str(path), *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=1200
+            [sys.executable, "-m", f"bench.{path.stem}", *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=1200,
         )
         found = [m for m in map(RATIO_LINE.match, done.stdout.splitlines()) if m]
         if done.returncode != 0 or not found:

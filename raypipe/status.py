@@ -26,7 +26,7 @@ def phase_progress(record: dict[str, Any], units: dict[str, dict[str, Any]], now
     end = now if status == "running" else (updated or now)
     elapsed = max(0.0, end - started) if started else None
     unit_docs = sum(int(u.get("documents", 0)) for u in units.values())
-    docs = max(unit_docs, int(record.get("docs") or 0))
+    docs = max(unit_docs, int(record.get("docs") or 0)) if units or "docs" in record else None
     done, total = record.get("files_done"), record.get("files_total")
     if done is None and units:
         done = len(units)
@@ -37,7 +37,7 @@ def phase_progress(record: dict[str, Any], units: dict[str, dict[str, Any]], now
         "files_total": total,
         "docs": docs,
         "elapsed_s": elapsed,
-        "docs_per_s": docs / elapsed if elapsed else None,
+        "docs_per_s": docs / elapsed if elapsed and docs is not None else None,
     }
     if status == "running":
         out["since_update_s"] = max(0.0, now - updated) if updated else None
@@ -46,8 +46,17 @@ def phase_progress(record: dict[str, Any], units: dict[str, dict[str, Any]], now
             out["eta_s"] = (total - done) * elapsed / done
         elif total is not None and done is not None and done >= total:
             out["eta_s"] = 0.0
-    out["extra"] = {k: v for k, v in record.items() if k not in _SHOWN}
+    out["extra"] = _scalars({k: v for k, v in record.items() if k not in _SHOWN})
     return out
+
+
+def _scalars(info: dict[str, Any]) -> dict[str, Any]:
+    """The one-line facts of a phase record: its scalar fields and those of its ``summary``
+    (phases put histograms and per-round tables there too, which belong in report.html)."""
+    flat = {k: v for k, v in info.items() if k != "summary"}
+    if isinstance(info.get("summary"), dict):
+        flat.update({k: v for k, v in info["summary"].items() if k not in flat})
+    return {k: v for k, v in flat.items() if isinstance(v, (str, int, float, bool)) and k != "seconds"}
 
 
 def status_lines(store: OutputStore, now: float | None = None) -> list[str] | None:
@@ -70,7 +79,8 @@ def _format(p: dict[str, Any]) -> str:
         parts.append(f"{p['files_done'] or 0}/{p['files_total']} files")
     elif p["files_done"] is not None:
         parts.append(f"{p['files_done']} files")
-    parts.append(f"{p['docs']:,} docs")
+    if p["docs"] is not None:
+        parts.append(f"{p['docs']:,} docs")
     if p["elapsed_s"] is not None:
         parts.append(f"{'elapsed' if p['status'] == 'running' else 'in'} {duration(p['elapsed_s'])}")
     if p["docs_per_s"] is not None:
@@ -80,8 +90,9 @@ def _format(p: dict[str, Any]) -> str:
         parts.append(f"ETA {duration(eta)}" if eta is not None else "ETA ?")
         if p.get("since_update_s") is not None:
             parts.append(f"(last update {duration(p['since_update_s'])} ago)")
-    if p["extra"]:
-        parts.append(json.dumps(p["extra"], sort_keys=True, default=str))
+    for key, value in p["extra"].items():
+        shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        parts.append(f"{key}={shown}")
     return "  ".join(parts)
 
 

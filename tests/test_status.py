@@ -108,3 +108,14 @@ def test_status_of_a_running_crawl(tmp_path, capsys):
 def test_status_without_run_state(tmp_path, capsys):
     assert main(["status", str(tmp_path / "nothing")]) == 1
     assert "no run state" in capsys.readouterr().out
+
+
+def test_phase_summaries_fit_on_one_line(tmp_path):
+    """Phases without file units show their scalar facts; histograms and tables stay in report.html."""
+    store = OutputStore(str(tmp_path / "run"), StorageConfig())
+    state = RunState(store)
+    summary = {"pages": 800, "selected": 120, "histograms": {"agent_score": {"bins": [0, 1]}}, "seconds": 12.5}
+    state.set_phase("score", "done", started=time.time() - 300, summary=summary)
+    line = next(x for x in status_lines(store) if x.startswith("score"))
+    assert "done" in line and "pages=800" in line and "selected=120" in line
+    assert "docs" not in line and "histograms" not in line and "bins" not in line
