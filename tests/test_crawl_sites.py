@@ -35,6 +35,9 @@ pytestmark = pytest.mark.integration
 # Server-side arrivals lag the client's (gated) request starts by a varying latency; on a loaded
 # 2-core machine we measured up to ~80 ms, so one gap may look that much shorter than the delay.
 TOLERANCE_S = 0.1
+# The mean gap is (last arrival - first arrival) / n: one late first arrival (a new connection's set-up) shortens it by
+# a few ms although every request left the crawler >= delay after the previous one.
+MEAN_TOLERANCE_S = 0.02
 
 
 def crawl_config(output: str, **crawl: object) -> RunConfig:
@@ -191,8 +194,8 @@ def test_distributed_crawl_of_doc_sites(doc_sites, s3_server, s3_env, tmp_path):
     assert api.hits[0].path == "/robots.txt" and click.hits[0].path == "/robots.txt"
     # Politeness, measured at the servers: start gaps >= delay, never more than 2 in flight.
     gaps_a, gaps_b = api.start_gaps(), click.start_gaps()
-    assert min(gaps_a) >= 0.2 - TOLERANCE_S and sum(gaps_a) / len(gaps_a) >= 0.2, gaps_a
-    assert min(gaps_b) >= 1.0 - TOLERANCE_S and sum(gaps_b) / len(gaps_b) >= 1.0, gaps_b  # Crawl-delay 0.5 -> 1 s
+    assert min(gaps_a) >= 0.2 - TOLERANCE_S and sum(gaps_a) / len(gaps_a) >= 0.2 - MEAN_TOLERANCE_S, gaps_a
+    assert min(gaps_b) >= 1.0 - TOLERANCE_S and sum(gaps_b) / len(gaps_b) >= 1.0 - MEAN_TOLERANCE_S, gaps_b  # Crawl-delay 0.5 -> 1 s
     assert api.max_in_flight <= 2 and click.max_in_flight <= 2
     print(
         f"\npoliteness: host A gaps min {min(gaps_a):.3f}s mean {sum(gaps_a) / len(gaps_a):.3f}s (delay 0.2), "
