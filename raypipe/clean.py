@@ -55,6 +55,7 @@ from raypipe.dedup.minhash import DedupFingerprinter
 from raypipe.dedup.normalize import normalize_text, word_hashes, words
 from raypipe.dedup.precision import pair_sample_mask, precision_report
 from raypipe.dedup.shuffle import cluster_cpus, partitions_for
+from raypipe.filesource import parquet_dataset
 from raypipe.runtime import LIGHT_TASK_CPUS
 from raypipe.storage import OutputStore
 
@@ -288,7 +289,7 @@ def run_clean(
     ).write_parquet(path, filesystem=fs)
     seconds = {"fingerprint": round(time.monotonic() - started, 1)}
 
-    fingerprints = ray.data.read_parquet(path, filesystem=fs, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
+    fingerprints = parquet_dataset(path, fs)
     documents = fingerprints.count()
     key_bytes = _column_bytes(fs, path, ["doc_id", "text_hash", "minhash_sketch", "lsh_buckets"])
     partitions = partitions_for(key_bytes * (1 + dedup.bands), dedup.memory_budget_mb, dedup.min_partitions)

@@ -61,14 +61,12 @@ CANDIDATE_COLUMNS = [
 
 def read_parts(store: OutputStore, folder: str, columns: list[str] | None = None):
     """A Ray Dataset over every parquet part under ``folder`` of the output prefix."""
-    import ray.data
+    from raypipe.filesource import parquet_files_dataset
 
     files = [store.key(k) for k in store.list(folder) if k.endswith(".parquet")]
     if not files:
         raise RuntimeError(f"no parquet parts under {store.uri(folder)}: did the previous phase run?")
-    return ray.data.read_parquet(
-        files, filesystem=store.arrow_filesystem(), columns=columns, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS}
-    )
+    return parquet_files_dataset(files, store.arrow_filesystem(), columns=columns)
 
 
 class TableWriter:

@@ -121,26 +121,10 @@ def configured_streams(mix: MixConfig, storage: StorageConfig) -> dict[str, Any]
 
 def dataset_stream(src: DatasetSourceConfig, stream: str, storage: StorageConfig):
     """A Ray Dataset of the documents of a configured dataset: one read task per file."""
-    import ray.data
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
+    from raypipe.filesource import per_file_dataset
 
-    uris = list_dataset_files(src.uri, storage)
+    def read_file(uri: str) -> Iterator[pa.Table]:
+        for frame in read_dataset_file(uri, src, stream, storage):
+            yield pa.Table.from_pandas(frame, schema=DOC_SCHEMA, preserve_index=False)
 
-    class DocumentDatasource(Datasource):
-        def estimate_inmemory_data_size(self) -> int | None:
-            return None
-
-        def get_read_tasks(self, parallelism: int, **_: Any) -> list[ReadTask]:
-            tasks = []
-            for uri in uris:
-
-                def read_fn(uri: str = uri) -> Iterator[pa.Table]:
-                    for frame in read_dataset_file(uri, src, stream, storage):
-                        yield pa.Table.from_pandas(frame, schema=DOC_SCHEMA, preserve_index=False)
-
-                meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=[uri], exec_stats=None)
-                tasks.append(ReadTask(read_fn, meta, schema=DOC_SCHEMA))
-            return tasks
-
-    return ray.data.read_datasource(DocumentDatasource(), override_num_blocks=max(1, len(uris)))
+    return per_file_dataset(list_dataset_files(src.uri, storage), read_file, schema=DOC_SCHEMA)

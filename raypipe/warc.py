@@ -329,24 +329,10 @@ def read_warc_file(
 
 
 def warc_dataset(uris: list[str], storage: StorageConfig, cfg: ExtractConfig, limit_records: int | None = None):
-    """A Ray Dataset with one read task per WARC file, each streaming its records."""
-    import ray.data
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
+    """A Ray Dataset with one read task per WARC file (one whole CPU: inflating is real work)."""
+    from raypipe.filesource import per_file_dataset
 
-    class WarcDatasource(Datasource):
-        def estimate_inmemory_data_size(self) -> int | None:
-            return None
+    def read_file(uri: str) -> Iterator[pa.Table]:
+        yield from read_warc_file(uri, storage, cfg, limit_records=limit_records)
 
-        def get_read_tasks(self, parallelism: int, **_: Any) -> list[ReadTask]:
-            tasks = []
-            for uri in uris:
-
-                def read_fn(uri: str = uri) -> Iterator[pa.Table]:
-                    yield from read_warc_file(uri, storage, cfg, limit_records=limit_records)
-
-                meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=[uri], exec_stats=None)
-                tasks.append(ReadTask(read_fn, meta, schema=SCHEMA))
-            return tasks
-
-    return ray.data.read_datasource(WarcDatasource(), override_num_blocks=max(1, len(uris)))
+    return per_file_dataset(uris, read_file, schema=SCHEMA, num_cpus=1.0)
