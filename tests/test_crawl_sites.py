@@ -195,7 +195,7 @@ def test_distributed_crawl_of_doc_sites(doc_sites, s3_server, s3_env, tmp_path):
     # Politeness, measured at the servers: start gaps >= delay, never more than 2 in flight.
     gaps_a, gaps_b = api.start_gaps(), click.start_gaps()
     assert min(gaps_a) >= 0.2 - TOLERANCE_S and sum(gaps_a) / len(gaps_a) >= 0.2 - MEAN_TOLERANCE_S, gaps_a
-    # host B: Crawl-delay 0.5 in robots.txt, raised to the 1 s minimum
+    # host B: robots.txt asks Crawl-delay 0.5, which we round up to whole seconds (1 s)
     assert min(gaps_b) >= 1.0 - TOLERANCE_S and sum(gaps_b) / len(gaps_b) >= 1.0 - MEAN_TOLERANCE_S, gaps_b
     assert api.max_in_flight <= 2 and click.max_in_flight <= 2
     print(
