@@ -85,6 +85,14 @@ def test_retriever_scores_every_row_and_nulls_unscorable(seeds, local_index):
     assert out["seed_similarity"][3:].isna().all() and out["nearest_seed"][3:].isna().all()
 
 
+def test_retriever_passes_a_batch_with_nothing_to_embed(local_index):
+    """The cascade hides the text of every page it does not embed: whole batches can arrive empty."""
+    pages = pd.DataFrame({"text": [None, "  ", "an API doc", "x"], "quality_ok": [True, True, False, None]})
+    pages.loc[3, "text"] = None
+    out = SeedRetriever(CFG, local_index, StorageConfig())(pages)
+    assert len(out) == 4 and out["seed_similarity"].isna().all() and out["nearest_seed"].isna().all()
+
+
 def test_map_batches_kwargs_follow_cluster_resources():
     small = retrieval_map_kwargs(RetrieveConfig(), {"CPU": 2.0})
     assert small["compute"].min_size == small["compute"].max_size == 1

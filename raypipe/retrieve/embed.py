@@ -66,6 +66,8 @@ def chunk_token_ids(
     Returns the chunks and, for each chunk, the index of the text it came from. A text with no
     tokens yields no chunk.
     """
+    if not texts:  # a batch whose pages were all gated off: HF tokenizers fail on an empty list
+        return [], np.zeros(0, dtype=np.int64)
     prefix, suffix = special_tokens(tokenizer)
     width = max(1, max_tokens - len(prefix) - len(suffix))
     limit = max_chunks * max_tokens * CHARS_PER_TOKEN_BOUND
