@@ -69,46 +69,40 @@ def read_parts(store: OutputStore, folder: str, columns: list[str] | None = None
     return parquet_files_dataset(files, store.arrow_filesystem(), columns=columns)
 
 
-class TableWriter:
-    """Writes each batch as one parquet part named by a hash of its document ids (idempotent on retry).
+def write_part(batch: pa.Table, output: str, storage: Any, folder: str, columns: list[str] | None) -> pa.Table:
+    """Write one batch as a parquet part named by a hash of its document ids (idempotent on retry).
 
     Typed score columns are cast first so that parts written from different batches share a schema.
+    A light task, not an actor: an actor would hold its CPU share on one node for the whole plan,
+    and Ray's shuffle map tasks (one whole CPU, soft affinity to the node holding their block) then
+    wait forever for that node on 1-CPU workers. The clean phase's final join hung that way.
     """
+    import hashlib
 
-    def __init__(self, output: str, storage: Any, folder: str, columns: list[str] | None = None):
-        self.store = OutputStore(output, storage)
-        self.folder = folder
-        self.columns = columns
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        import hashlib
-
-        if batch.num_rows == 0:
-            return pa.table({"part": pa.array([], pa.string()), "rows": pa.array([], pa.int64())})
-        if self.columns:
-            batch = batch.select([c for c in self.columns if c in batch.column_names])
-        for name, typ in SCORE_TYPES.items():
-            if name in batch.column_names and batch.schema.field(name).type != typ:
-                batch = batch.set_column(batch.schema.get_field_index(name), name, batch.column(name).cast(typ))
-        ids = sorted(batch.column("doc_id").to_pylist())
-        key = f"{self.folder}/part-{hashlib.sha1(chr(10).join(ids).encode()).hexdigest()[:20]}.parquet"
-        buf = io.BytesIO()
-        pq.write_table(batch, buf, compression="zstd")
-        self.store.write_bytes(key, buf.getvalue())
-        return pa.table({"part": [key], "rows": [batch.num_rows]})
+    if batch.num_rows == 0:
+        return pa.table({"part": pa.array([], pa.string()), "rows": pa.array([], pa.int64())})
+    if columns:
+        batch = batch.select([c for c in columns if c in batch.column_names])
+    for name, typ in SCORE_TYPES.items():
+        if name in batch.column_names and batch.schema.field(name).type != typ:
+            batch = batch.set_column(batch.schema.get_field_index(name), name, batch.column(name).cast(typ))
+    ids = sorted(batch.column("doc_id").to_pylist())
+    key = f"{folder}/part-{hashlib.sha1(chr(10).join(ids).encode()).hexdigest()[:20]}.parquet"
+    buf = io.BytesIO()
+    pq.write_table(batch, buf, compression="zstd")
+    OutputStore(output, storage).write_bytes(key, buf.getvalue())
+    return pa.table({"part": [key], "rows": [batch.num_rows]})
 
 
 def write_dataset(ds: Any, cfg: RunConfig, store: OutputStore, folder: str, columns: list[str] | None = None) -> int:
     """Stream a dataset into parquet parts under ``folder`` (replacing what was there); returns rows."""
-    from raypipe.runtime import cpu_actor_pool
-
     store.delete(folder)
     written = ds.map_batches(
-        TableWriter,
-        fn_constructor_args=(cfg.output, cfg.storage, folder, columns),
+        write_part,
+        fn_kwargs={"output": cfg.output, "storage": cfg.storage, "folder": folder, "columns": columns},
         batch_format="pyarrow",
         batch_size=2048,
-        **cpu_actor_pool(max_share=0.25, per_actor_cpus=0.25),
+        num_cpus=LIGHT_TASK_CPUS,
     )
     return int(sum(row["rows"] for row in written.iter_rows()))
 
