@@ -49,13 +49,17 @@ def corpus(shared_data: Path) -> dict[str, pd.DataFrame]:
     seeds = load_seeds(
         SeedsConfig(sources=[str(shared_data / "seeds" / f) for f in files], harvest_modules=[]), StorageConfig()
     )
-    docs = seeds[seeds["source"] == "api_docs_pypi"].head(30)
+    # the agent pages: docs of every second library (by name), whose seeds stay out of training
+    pypi = seeds["source"] == "api_docs_pypi"
+    library = seeds["text"].str.split(n=1).str[0]
+    unseen = pypi & library.isin(sorted(set(library[pypi]))[1::2])
+    docs = seeds[unseen].head(30)
     web = web_negatives(shared_data, limit_per_source=40).rename(columns={"id": "url"})
     doc_pages = pd.DataFrame(
         {"url": [f"https://docs.example.org/p{i}" for i in range(len(docs))], "text": docs["text"]}
     )
     return {
-        "seeds": seeds[seeds["source"] != "api_docs_pypi"].reset_index(drop=True),
+        "seeds": seeds[~unseen].reset_index(drop=True),
         "web": web[["url", "text"]].reset_index(drop=True),
         "docs": doc_pages.reset_index(drop=True),
     }

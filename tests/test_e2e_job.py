@@ -138,6 +138,10 @@ def check_trainer_output(client, funnel: dict, tmp_path: Path) -> None:
     manifest = json.loads(client.get_object(Bucket="raypipe-e2e", Key="out/run/manifest.json")["Body"].read())
     assert manifest["shards"] and manifest["totals"]["tokens"] > 0
     assert set(manifest["totals"]["tokens_by_stream"]) == {"agent", "code", "text"}
+    mix = manifest["mix"]  # the sources suffice here: the achieved ratio is within 1 point of the target
+    assert not mix["warnings"], mix["warnings"]
+    for stream, target in mix["target_ratio"].items():
+        assert abs(mix["achieved_ratio"][stream] - target) <= 0.01, mix
     local = tmp_path / "shards"
     local.mkdir()
     for shard in manifest["shards"]:
