@@ -103,9 +103,6 @@ def test_model_round_trip_through_s3(corpus: dict[str, pd.DataFrame], s3_server:
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    reason="issue 4 is open: the selection-quality bounds of this fixture were still being revised", strict=False
-)
 def test_selection_chain_on_local_ray(corpus: dict[str, pd.DataFrame], seed_index: str, tmp_path: Path) -> None:
     """cascade, embed_all and fasttext_only over one real Ray Data plan each: no row lost, every
     page accounted for, and the cascade embeds only the pages past its gate."""
