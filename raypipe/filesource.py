@@ -24,10 +24,15 @@ ReadFile = Callable[[str], Iterator[pa.Table]]
 
 
 def per_file_dataset(
-    uris: list[str], read_file: ReadFile, schema: pa.Schema | None = None, num_cpus: float = LIGHT_TASK_CPUS
+    uris: list[str],
+    read_file: ReadFile,
+    name: str,
+    schema: pa.Schema | None = None,
+    num_cpus: float = LIGHT_TASK_CPUS,
 ) -> Any:
     """A Ray Dataset whose read task ``i`` yields ``read_file(uris[i])``'s Arrow tables.
 
+    ``name`` names the read tasks (``Read<name>`` in Ray's dashboard, progress and process titles).
     ``num_cpus`` per read task: light by default; a reader that does real work per byte (WARC
     inflation and parsing) asks for a whole CPU so that the scheduler does not oversubscribe cores.
     """
@@ -36,6 +41,9 @@ def per_file_dataset(
     from ray.data.datasource import Datasource, ReadTask
 
     class PerFileDatasource(Datasource):
+        def get_name(self) -> str:
+            return name
+
         def estimate_inmemory_data_size(self) -> int | None:
             return None
 
@@ -70,7 +78,7 @@ def parquet_files_dataset(
             if empty:
                 yield parquet.schema_arrow.empty_table().select(columns or parquet.schema_arrow.names)
 
-    return per_file_dataset(sorted(paths), read_file)
+    return per_file_dataset(sorted(paths), read_file, "Parquet")
 
 
 def parquet_dataset(path: str, filesystem: pafs.FileSystem, columns: list[str] | None = None) -> Any:

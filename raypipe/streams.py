@@ -127,4 +127,4 @@ def dataset_stream(src: DatasetSourceConfig, stream: str, storage: StorageConfig
         for frame in read_dataset_file(uri, src, stream, storage):
             yield pa.Table.from_pandas(frame, schema=DOC_SCHEMA, preserve_index=False)
 
-    return per_file_dataset(list_dataset_files(src.uri, storage), read_file, schema=DOC_SCHEMA)
+    return per_file_dataset(list_dataset_files(src.uri, storage), read_file, "Documents", schema=DOC_SCHEMA)

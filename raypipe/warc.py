@@ -335,4 +335,4 @@ def warc_dataset(uris: list[str], storage: StorageConfig, cfg: ExtractConfig, li
     def read_file(uri: str) -> Iterator[pa.Table]:
         yield from read_warc_file(uri, storage, cfg, limit_records=limit_records)
 
-    return per_file_dataset(uris, read_file, schema=SCHEMA, num_cpus=1.0)
+    return per_file_dataset(uris, read_file, "Warc", schema=SCHEMA, num_cpus=1.0)
