@@ -187,7 +187,7 @@ def snapshot(client, bucket: str, prefix: str) -> Snapshot:
     documents: dict[str, str] = {}
     for key in sorted(k for k in keys if k.startswith(prefix + "extracted/") and k.endswith(".parquet")):
         for row in pq.read_table(io.BytesIO(_get(client, bucket, key))).to_pylist():
-            # the same record may sit in two input files (same doc_id): a document is one per file
+            # a document is one record of one input file (doc_id includes the file name)
             doc = f"{row['source_file']}#{row['doc_id']}"
             assert doc not in documents, f"document {doc} written twice ({key})"
             documents[doc] = _row_digest(row)

@@ -82,3 +82,14 @@ def test_marker_rows_pass_through():
     marker.update(source_file="f", record_index=-1, file_stats='{"records": 0}')
     out = ExtractStage(ExtractConfig(), QualityConfig())(pa.Table.from_pylist([marker], schema=SCHEMA))
     assert out.num_rows == 1 and out.column("file_stats")[0].as_py() == '{"records": 0}'
+
+
+def test_doc_id_keeps_copies_of_one_record_apart():
+    """The same record in two files, or twice in one, is two documents (exact dedup resolves them),
+    and where the input files live does not change any id."""
+    from raypipe.extract.stage import doc_id
+
+    rec = ("https://a.example/", "<urn:uuid:1>")
+    first = doc_id(*rec, "s3://in/a.warc.gz", 3)
+    assert first == doc_id(*rec, "/mnt/copy/a.warc.gz", 3)
+    assert len({first, doc_id(*rec, "s3://in/b.warc.gz", 3), doc_id(*rec, "s3://in/a.warc.gz", 4)}) == 3

@@ -51,9 +51,17 @@ PASS_COLUMNS = ["url", "warc_record_id", "warc_date", "http_status", "source_fil
 
 
 def doc_id(url: str | None, record_id: str | None, source_file: str, index: int) -> str:
-    """A stable key for a page: identical across reruns, unique within a crawl."""
-    basis = record_id or f"{source_file}#{index}"
-    return hashlib.sha1(f"{url}\x00{basis}".encode()).hexdigest()
+    """A stable key for a page: identical across reruns, unique within a crawl.
+
+    The input file's name and the record's position are part of it: the same record copied into
+    two files (a re-packed WARC, a file listed twice under two names) or twice into one must stay
+    two documents, which exact dedup then resolves, instead of one key whose labels the clean
+    phase would give to every copy. The name, not the full URI, so that moving the inputs to
+    another bucket keeps every id.
+    """
+    name = source_file.rstrip("/").rsplit("/", 1)[-1]
+    basis = f"{record_id or ''}#{index}"
+    return hashlib.sha1(f"{url}\x00{basis}\x00{name}".encode()).hexdigest()
 
 
 class ExtractStage:
