@@ -212,13 +212,22 @@ def assert_same_output(expected: Snapshot, actual: Snapshot) -> None:
     assert not missing and not extra, f"{len(missing)} documents missing, {len(extra)} extra"
     changed = [d for d in expected.documents if expected.documents[d] != actual.documents[d]]
     assert not changed, f"{len(changed)} documents differ, e.g. {changed[:3]}"
-    assert expected.stats == actual.stats
+    assert expected.stats == actual.stats, f"stats differ at {_differences(expected.stats, actual.stats)[:10]}"
     assert (expected.shards is None) == (actual.shards is None), "only one run wrote a manifest"
     if expected.shards is not None:
         assert expected.shards == actual.shards
         assert expected.manifest_shards == actual.manifest_shards
         for shard in expected.manifest_shards:
             assert expected.shards[shard["path"]] == shard["sha256"], shard
+
+
+def _differences(a: object, b: object, path: str = "") -> list[str]:
+    """Where two JSON values differ, as ``path: a != b`` lines (for assertion messages)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str) for d in _differences(a.get(k), b.get(k), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {str(a)[:120]} != {str(b)[:120]}"]
 
 
 def files_under(root: Path) -> Iterator[Path]:

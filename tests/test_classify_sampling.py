@@ -39,6 +39,20 @@ def test_reservoir_is_the_same_whatever_the_split_and_order() -> None:
     assert len(whole.sample()) == 50 and whole.seen == 1000
 
 
+def test_reservoir_picks_the_same_copy_of_a_repeated_url_in_any_order() -> None:
+    """One URL in two input files with different text: the sample must not depend on which came first."""
+    pages = _pages(200).assign(text=[f"text {i}" for i in range(200)])
+    copies = pages.assign(text=pages["text"] + " (second copy)")
+    samples = []
+    for first, second in ((pages, copies), (copies, pages)):
+        sampler = ReservoirSampler(40, seed=5)
+        sampler.add(first)
+        sampler.add(second)
+        samples.append(sampler.sample())
+    pd.testing.assert_frame_equal(samples[0], samples[1])
+    assert samples[0]["url"].is_unique
+
+
 def test_reservoir_call_keeps_only_batch_candidates() -> None:
     sampler = ReservoirSampler(5, seed=1)
     batch = _pages(40)

@@ -57,8 +57,12 @@ class ReservoirSampler:
         return out
 
     def _bottom_k(self, frame: pd.DataFrame) -> pd.DataFrame:
-        frame = frame.drop_duplicates(subset=[self.key_column])
-        return frame.sort_values([PRIORITY, self.key_column], kind="stable").head(self.k).reset_index(drop=True)
+        # Rows sharing a key (one URL in two input files, with different text) are ordered by every
+        # column before one is kept: keeping the first to arrive would make the sample, and so the
+        # model, depend on the order the stream happened to deliver them in.
+        order = [PRIORITY, self.key_column, *(c for c in self.columns if c != self.key_column)]
+        frame = frame.sort_values(order, kind="stable", na_position="last").drop_duplicates(subset=[self.key_column])
+        return frame.head(self.k).reset_index(drop=True)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         """Ray Data map function: this batch's candidates for the sample (at most k rows)."""

@@ -52,11 +52,14 @@ def precision_report(
 
     def part(mask: np.ndarray) -> dict[str, Any]:
         n = int(mask.sum())
+        with_est = mask & np.isfinite(est)  # survivor pairs carry no MinHash estimate
         return {
             "pairs": n,
             "precision": round(float((exact[mask] >= threshold).mean()), 4) if n else None,
             "mean_exact_jaccard": round(float(exact[mask].mean()), 4) if n else None,
-            "mean_abs_estimate_error": round(float(np.abs(exact[mask] - est[mask]).mean()), 4) if n else None,
+            "mean_abs_estimate_error": round(float(np.abs(exact[with_est] - est[with_est]).mean()), 4)
+            if with_est.any()
+            else None,
         }
 
     return {
