@@ -20,7 +20,7 @@ Split rule, fixed before any number was looked at and applied before any thresho
 Cascade figures: the share of pages embedded (all evaluation pages, and negatives only, which is
 what a crawl mostly is) and the cascade's recall as a share of ``embed_all``'s recall.
 
-    PYTHONPATH=$PWD python bench/selection_quality.py [--data ../shared/data] [--cache /tmp/x]
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.selection_quality [--data ../shared/data] [--cache /tmp/x]
 """
 
 from __future__ import annotations
