@@ -22,10 +22,22 @@ ACCESS_KEY = "raypipe-local"
 SECRET_KEY = "raypipe-local-secret"  # a throwaway credential of a server that only listens on loopback
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port never returned before by this process.
+
+    The OS may offer a just-closed port again; callers that ask for several ports before anything
+    binds them (a Ray node takes eight) would then get the same one twice, and Ray refuses to start.
+    """
+    while True:
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def weed_binary() -> str:
