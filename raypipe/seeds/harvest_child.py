@@ -14,10 +14,14 @@ import inspect
 import json
 import os
 import pkgutil
+import re
 import sys
 import warnings
 
 _SKIP_PARTS = {"tests", "test", "testing_utils", "conftest", "__main__", "setup"}
+# Default values print with their memory address (``<... object at 0x7f81...>``), which changes on
+# every run: a seed whose text changes between runs changes the classifier and the selection.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 class _Seen(set):
@@ -36,7 +40,7 @@ def _emit(out, **fields):
 
 def _signature(obj):
     try:
-        return str(inspect.signature(obj))
+        return _ADDRESS.sub("", str(inspect.signature(obj)))
     except (TypeError, ValueError, RecursionError):
         text = getattr(obj, "__text_signature__", None)
         return text.replace("$", "") if isinstance(text, str) else "(...)"
