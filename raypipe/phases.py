@@ -171,7 +171,13 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
         "mode": rule.get("mode"),
         "rule": rule,
         "rounds": [
-            {"round": r.round, "model": r.model_uri, **r.counts, "metrics": r.metrics.get("held_out")} for r in reports
+            {
+                "round": r.round,
+                "model": r.model_uri.removeprefix(cfg.output.rstrip("/") + "/"),  # relative: stats move with the run
+                **r.counts,
+                "metrics": r.metrics.get("held_out"),
+            }
+            for r in reports
         ],
         "drop_reasons": scored["drop_reason"].fillna("selected").value_counts().to_dict(),
         "top_domains": selected["url"].str.extract(r"^[a-z]+://([^/:]+)")[0].value_counts().head(20).to_dict(),

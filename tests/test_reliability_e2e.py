@@ -60,16 +60,24 @@ REAL_INPUTS = [
     "warc/edge_cases/warcio_example-iana.org-chunked.warc",
     "warc/edge_cases/warcio_example.warc.gz",
 ]
-# The extract phase, whose units are input files. With every phase, the resumed and faulted runs
-# selected a few pages more or fewer than the reference (15 vs 13-17) although every extracted
-# document was identical: issue 8 stays open on that. `snapshot` compares shards and the manifest
-# as soon as the runs here write them.
+SEED_FILES = ["api_docs_pypi/python_library_docs.jsonl.gz", "gorilla_api_docs/torchhub_api.jsonl.gz"]
+CODE = "mix/code/pypi_python_code.jsonl.gz"
+# Every phase: the extract phase resumes per input file, the later ones per phase; `snapshot`
+# compares every document, the stats, every shard's sha256 and the manifest's shard list.
 COMMON = [
-    "phases=[extract]",
+    "phases=[seeds,extract,score,clean,shard]",
     f"input=s3://{BUCKET}/in/*",
     f"extract.max_record_bytes={MAX_RECORD_BYTES}",
     f"extract.max_html_bytes={MAX_HTML_BYTES}",
     "ray.progress_bars=false",
+    f"seeds.sources=[s3://{BUCKET}/meta/seeds/]",
+    "seeds.harvest_modules=[json]",
+    "seeds.max_per_source=80",
+    f"seeds.license_manifest=s3://{BUCKET}/meta/MANIFEST.jsonl",
+    f"mix.code.uri=s3://{BUCKET}/meta/{CODE}",
+    f"decontam.benchmarks=s3://{BUCKET}/meta/benchmarks/",
+    "dedup.memory_budget_mb=256",
+    "shards.tokens_per_shard=200000",
 ]
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
@@ -125,6 +133,10 @@ def corpus(s3_server, client, shared_data, tmp_path_factory) -> Corpus:
     paths = [shared_data / rel for rel in REAL_INPUTS] + [b.path for b in bad.values()]
     for p in paths:
         s3_server.upload_file(p, BUCKET, f"in/{p.name}")
+    meta = [shared_data / "seeds" / f for f in SEED_FILES] + [shared_data / CODE, shared_data / "MANIFEST.jsonl"]
+    meta += [p for p in sorted((shared_data / "benchmarks").rglob("*")) if p.is_file()]
+    for p in meta:
+        s3_server.upload_file(p, BUCKET, f"meta/{p.relative_to(shared_data)}")
     return Corpus(len(paths), bad, s3_keys(client, BUCKET, "in/"))
 
 
@@ -340,4 +352,4 @@ def test_no_credential_in_outputs_logs_or_errors(s3_server, client, reference, m
 def test_inputs_untouched_and_nothing_outside_the_run_prefixes(client, corpus, reference):
     keys = s3_keys(client, BUCKET)
     assert {k: v for k, v in keys.items() if k.startswith("in/")} == corpus.input_etags
-    assert all(k.startswith(("in/", "runs/")) for k in keys)
+    assert all(k.startswith(("in/", "meta/", "runs/")) for k in keys)
