@@ -257,6 +257,14 @@ def _precision(
     return report
 
 
+def fingerprinter_cpus(cpus: float, workers: int) -> float:
+    """CPUs per fingerprinting actor: a whole one where the pool still leaves room for one read
+    and one write task (``LIGHT_TASK_CPUS`` each), a share of what is left otherwise. On a 1-CPU
+    Ray a whole-CPU actor left nothing for its own readers and the phase waited forever."""
+    room = cpus - 2 * LIGHT_TASK_CPUS
+    return 1.0 if room >= workers else max(LIGHT_TASK_CPUS, room / workers)
+
+
 def run_clean(
     ds: ray.data.Dataset, cfg: RunConfig, store: OutputStore, index: DecontamIndex | None = None
 ) -> tuple[ray.data.Dataset, dict[str, Any]]:
@@ -276,7 +284,7 @@ def run_clean(
     store.delete(FINGERPRINTS)
 
     cpus = cluster_cpus()
-    workers = dedup.workers or max(1, cpus - 1)
+    workers = dedup.workers or max(1, int(cpus) - 1)
     budget = dedup.memory_budget_mb * 1024 * 1024
     ds.map_batches(
         CleanFingerprinter,
@@ -284,9 +292,9 @@ def run_clean(
         compute=ActorPoolStrategy(min_size=1, max_size=workers),
         batch_size=dedup.batch_size,
         batch_format="pandas",
-        num_cpus=1,
+        num_cpus=fingerprinter_cpus(cpus, workers),
         memory=budget,
-    ).write_parquet(path, filesystem=fs)
+    ).write_parquet(path, filesystem=fs, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
     seconds = {"fingerprint": round(time.monotonic() - started, 1)}
 
     fingerprints = parquet_dataset(path, fs)
