@@ -250,7 +250,7 @@ def run_clean_phase(cfg: RunConfig, store: OutputStore, state: RunState) -> dict
     cleaned, clean_stats = run_clean(pages.union(seeds), cfg, store)
     rows = write_dataset(cleaned, cfg, store, CLEAN)
     final = read_parts(store, CLEAN).map_batches(finalize_candidates, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
-    pages_only = final.filter(lambda row: not str(row["doc_id"]).startswith("seed:"))
+    pages_only = final.filter(lambda row: not str(row["doc_id"]).startswith("seed:"), num_cpus=LIGHT_TASK_CPUS)
     candidates = write_dataset(pages_only, cfg, store, CANDIDATES, columns=CANDIDATE_COLUMNS)
     summary = {"documents": rows, "candidates": candidates, **clean_stats, "seconds": round(time.time() - start, 2)}
     state.set_phase("clean", "done", started=start, summary=summary)
@@ -280,11 +280,12 @@ def run_shard_phase(cfg: RunConfig, store: OutputStore, state: RunState, funnel:
     state.set_phase("shard", "running", started=start)
     docs = read_parts(store, CLEAN)
     keep = ["doc_id", "url", "text", "stream", "source", "license", "seed_similarity", "agent_score"]
-    survivors = docs.filter(lambda row: row["drop_reason"] is None)
-    streams: dict[str, Any] = {
-        "agent": survivors.filter(lambda row: row["stream"] == "agent").select_columns(keep),
-        "text": survivors.filter(lambda row: row["stream"] == "text").select_columns(keep),
-    }
+    survivors = docs.filter(lambda row: row["drop_reason"] is None, num_cpus=LIGHT_TASK_CPUS)
+
+    def stream(name: str) -> Any:
+        return survivors.filter(lambda row: row["stream"] == name, num_cpus=LIGHT_TASK_CPUS).select_columns(keep)
+
+    streams: dict[str, Any] = {name: stream(name) for name in ("agent", "text")}
     streams.update(configured_streams(cfg.mix, cfg.storage))
     missing = sorted(set(cfg.mix.ratio) - set(streams))
     if missing:

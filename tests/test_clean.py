@@ -13,7 +13,7 @@ import ray
 import ray.data
 
 from raypipe.clean import run_clean
-from raypipe.config import RunConfig
+from raypipe.config import DedupConfig, RunConfig
 from raypipe.dedup.components import connected_components
 from raypipe.storage import OutputStore
 from tests.planted import benchmark_index, max_cross_cluster_jaccard, planted_corpus
@@ -121,3 +121,19 @@ def test_fingerprinters_leave_room_for_their_readers_and_writers() -> None:
     assert fingerprinter_cpus(2, 1) == fingerprinter_cpus(16, 15) == 1.0
     for cpus in (1, 1.5):  # a 1-CPU Ray hung here with a whole-CPU actor
         assert fingerprinter_cpus(cpus, 1) <= cpus - 2 * LIGHT_TASK_CPUS
+
+
+def test_candidate_pairs_are_counted_once_whatever_the_partition_count(local_ray, shared_data: Path) -> None:
+    """A pair met in several bands must not count once per partition its buckets fell in: near-dedup
+    stats differed between a 1-CPU and a 2-CPU run before edges were regrouped by src."""
+    from raypipe.dedup.lsh import candidate_edges
+    from raypipe.dedup.minhash import DedupFingerprinter
+
+    corpus = planted_corpus(shared_data, unique=10, exact_clusters=0, near_clusters=4)
+    fingerprints = DedupFingerprinter(DedupConfig())(corpus[["doc_id", "text"]])
+    columns = ["doc_id", "text_hash", "lsh_buckets", "minhash_sketch"]
+    ds = ray.data.from_pandas(fingerprints[columns])
+    runs = [candidate_edges(ds, 0.8, True, n).to_pandas() for n in (1, 2, 5)]
+    pairs = [sorted(zip(r["src"], r["dst"], strict=True)) for r in runs]
+    assert pairs[0] and pairs[0] == pairs[1] == pairs[2]
+    assert len(pairs[0]) == len(set(pairs[0]))

@@ -61,3 +61,11 @@ def test_layout_join_gives_one_row_per_copy_and_the_writer_keeps_planned_order(t
 
     with pytest.raises(ValueError, match="sequences are not 0..1"):
         write_shard_group(joined.iloc[:2], str(tmp_path), StorageConfig(), ShardsConfig(), "int32")
+
+
+def test_tokenizer_pool_leaves_a_whole_cpu_for_the_tasks():
+    from raypipe.shards.phase import tokenizer_actor_cpus
+
+    assert tokenizer_actor_cpus(0.5, 2, 2.0) == 0.5
+    assert tokenizer_actor_cpus(0.5, 1, 1.0) == 0.0  # a 1-CPU Ray: the actor reserves nothing
+    assert tokenizer_actor_cpus(0.5, 4, 2.0) == 0.25

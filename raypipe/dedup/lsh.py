@@ -54,6 +54,11 @@ def bucket_rows(batch: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def distinct_edges(batch: pd.DataFrame) -> pd.DataFrame:
+    """One row per (src, dst); copies from different bands are identical (same sketches)."""
+    return batch.sort_values(["src", "dst"], kind="stable").drop_duplicates(["src", "dst"]).reset_index(drop=True)
+
+
 def bucket_edges(batch: pd.DataFrame, threshold: float, verify: bool, collapse_exact: bool) -> pd.DataFrame:
     """Star edges (member -> smallest member) of every bucket with two or more members.
 
@@ -90,4 +95,7 @@ def candidate_edges(
     minhash_sketch)`` rows; ``src`` is paired with ``dst``, its bucket's smallest member."""
     rows = fingerprints.map_batches(bucket_rows, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
     kwargs = {"threshold": threshold, "verify": verify, "collapse_exact": collapse_exact}
-    return partitioned_map(rows, "bucket", bucket_edges, num_partitions, fn_kwargs=kwargs)
+    edges = partitioned_map(rows, "bucket", bucket_edges, num_partitions, fn_kwargs=kwargs)
+    # A pair met in several bands whose buckets fell in different partitions comes out once per
+    # partition: regroup by src so that every pair is counted (and sampled) once on any cluster size.
+    return partitioned_map(edges, "src", distinct_edges, num_partitions)

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from raypipe.config import RunConfig, ShardsConfig, StorageConfig
 from raypipe.mix import MixError, plan_mix
+from raypipe.runtime import LIGHT_TASK_CPUS
 from raypipe.shards.layout import shard_layout, shard_name
 from raypipe.shards.manifest import (
     DATASHEET,
@@ -120,8 +121,16 @@ def _pool_size(cfg: RunConfig) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def tokenizer_actor_cpus(wanted: float, pool: int, cpus: float) -> float:
+    """CPUs per tokenizer actor: ``wanted`` unless the pool would leave less than one CPU for the
+    plan's tasks (Ray Data's column projections ask for a whole one); then a share of what is left,
+    down to nothing, and the actors share the cores with the tasks (a 1-CPU Ray hung otherwise)."""
+    return wanted if cpus - pool * wanted >= 1 else max(0.0, (cpus - 1) / pool)
+
+
 def tokenize_streams(streams: Mapping[str, Any], cfg: RunConfig):
     """A materialized Ray Dataset of every document with ``tokens`` and ``n_tokens``, without ``text``."""
+    import ray
     import ray.data
     from ray.data import ActorPoolStrategy
 
@@ -131,15 +140,17 @@ def tokenize_streams(streams: Mapping[str, Any], cfg: RunConfig):
     for name in sorted(streams):
         data = streams[name]
         ds = ray.data.from_pandas(data) if isinstance(data, pd.DataFrame) else data
-        parts.append(ds.map_batches(NormalizeStream(name), batch_format="pandas"))
+        # light: the tokenizer pool holds its CPUs for the whole plan (on a 1-CPU Ray, half of it)
+        parts.append(ds.map_batches(NormalizeStream(name), batch_format="pandas", num_cpus=LIGHT_TASK_CPUS))
     union = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     tok = cfg.tokenizer
+    pool = _pool_size(cfg)
     return (
         union.map_batches(
             TokenizeStage,
             fn_constructor_args=(tok, cfg.storage),
-            compute=ActorPoolStrategy(min_size=1, max_size=_pool_size(cfg)),
-            num_cpus=tok.actor_cpus,
+            compute=ActorPoolStrategy(min_size=1, max_size=pool),
+            num_cpus=tokenizer_actor_cpus(tok.actor_cpus, pool, float(ray.cluster_resources().get("CPU", 1))),
             batch_size=tok.batch_size,
             batch_format="pandas",
         )
