@@ -21,6 +21,7 @@ from raypipe.config import RunConfig
 from raypipe.runtime import LIGHT_TASK_CPUS
 from raypipe.state import RunState
 from raypipe.storage import OutputStore
+from raypipe.streams import DOC_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,7 @@ SCORE_TYPES = {
 }
 CLEAN_SCHEMA = pa.schema(
     [
-        ("doc_id", pa.string()),
-        ("url", pa.string()),
-        ("text", pa.string()),
-        ("stream", pa.string()),
-        ("source", pa.string()),
-        ("license", pa.string()),
+        *DOC_SCHEMA,
         ("drop_reason", pa.string()),
         ("select_reason", pa.string()),
         ("selected", pa.bool_()),
@@ -123,10 +119,10 @@ def _histogram(values: pd.Series, threshold: float | None, lo: float, hi: float,
 def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
     """Phase 2b: train the fastText classifier (seeds vs a reservoir sample of this crawl's pages,
     ``classify.rounds`` rounds), then score every extracted page and write ``scored/``."""
-    done = state.phase("score")
-    if done and done["status"] == "done":
+    done = state.finished("score")
+    if done:
         log.info("score: already done, skipping")
-        return done["summary"]
+        return done
     from raypipe.classify.calibrate import CalibrationSimilarity
     from raypipe.classify.classifier import load_classifier, load_rule
     from raypipe.classify.plan import add_selection
@@ -235,10 +231,10 @@ def seed_documents(seeds: pd.DataFrame) -> pa.Table:
 def run_clean_phase(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
     """Phase 3: decontamination, exact and near dedup over agent pages, text pages and seeds, global
     across the run; writes ``clean/documents`` (with text) and ``candidates/`` (every page, no text)."""
-    done = state.phase("clean")
-    if done and done["status"] == "done":
+    done = state.finished("clean")
+    if done:
         log.info("clean: already done, skipping")
-        return done["summary"]
+        return done
     import ray.data
 
     from raypipe.clean import run_clean

@@ -245,10 +245,10 @@ def run_seeds(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
 
     Skipped on a rerun once its completion record exists: the index is the unit.
     """
-    done = state.phase("seeds")
-    if done and done["status"] == "done":
+    done = state.finished("seeds")
+    if done:
         log.info("seeds: index already built (%d seeds), skipping", done["seeds"])
-        return done["summary"]
+        return done
     import pandas as pd
 
     from raypipe.retrieve.index import build_seed_index_on_cluster

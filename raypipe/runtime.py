@@ -123,6 +123,14 @@ def cpu_actor_pool(max_share: float = 0.5, per_actor_cpus: float = 0.5) -> dict[
 
     cpus = cluster_cpus()
     max_size = max(1, int(cpus * max_share / per_actor_cpus))
-    if cpus - max_size * per_actor_cpus < 1:
-        per_actor_cpus = max(0.0, (cpus - 1) / max_size)
-    return {"compute": ActorPoolStrategy(min_size=1, max_size=max_size), "num_cpus": per_actor_cpus}
+    return {
+        "compute": ActorPoolStrategy(min_size=1, max_size=max_size),
+        "num_cpus": actor_cpus(per_actor_cpus, max_size, cpus),
+    }
+
+
+def actor_cpus(wanted: float, pool: int, cpus: float) -> float:
+    """CPUs per actor of a pool of ``pool``: ``wanted`` while the pool leaves a whole CPU for the
+    plan's tasks (some of Ray Data's own ask for one), else a share of what is left, down to
+    nothing: the actors then share the cores with the tasks instead of starving them."""
+    return wanted if cpus - pool * wanted >= 1 else max(0.0, (cpus - 1) / pool)

@@ -40,6 +40,11 @@ class RunState:
         record = {"phase": phase, "status": status, "updated": time.time(), **info}
         self.store.write_text(f"{STATE}/{phase}/phase.json", json.dumps(record, sort_keys=True))
 
+    def finished(self, phase: str) -> dict[str, Any] | None:
+        """The summary of a phase that completed on an earlier run (a rerun skips it), else None."""
+        record = self.phase(phase)
+        return record["summary"] if record and record["status"] == "done" else None
+
     def phase(self, phase: str) -> dict[str, Any] | None:
         key = f"{STATE}/{phase}/phase.json"
         return json.loads(self.store.read_bytes(key)) if self.store.exists(key) else None

@@ -79,16 +79,7 @@ class LocalRayCluster:
             "import sys; from ray.job_submission import JobSubmissionClient; "
             "print(JobSubmissionClient(sys.argv[1]).get_job_status(sys.argv[2]).value)"
         )
-        done = subprocess.run(
-            [sys.executable, "-c", script, self.dashboard_url, submission_id],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"cannot read the status of {submission_id}: {done.stderr[-2000:]}")
-        return done.stdout.strip().splitlines()[-1]
+        return self._ask(script, submission_id, timeout_s, "read the status of")
 
     def tasks_per_node(self, submission_id: str, timeout_s: float = 60) -> dict[str, dict]:
         """Where a job's tasks and actors ran, from Ray's state API: node id -> counts and resources.
@@ -113,6 +104,10 @@ for actor in list_actors(**query):
         out[actor.node_id]["actors"] += 1
 print(json.dumps(out))
 """
+        return json.loads(self._ask(script, submission_id, timeout_s, "list the tasks of"))
+
+    def _ask(self, script: str, submission_id: str, timeout_s: float, what: str) -> str:
+        """Run ``script DASHBOARD_URL SUBMISSION_ID`` with the cluster's environment; its last line."""
         done = subprocess.run(
             [sys.executable, "-c", script, self.dashboard_url, submission_id],
             env=self.env,
@@ -121,8 +116,8 @@ print(json.dumps(out))
             timeout=timeout_s,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"cannot list the tasks of {submission_id}: {done.stderr[-2000:]}")
-        return json.loads(done.stdout.strip().splitlines()[-1])
+            raise RuntimeError(f"cannot {what} {submission_id}: {done.stderr[-2000:]}")
+        return done.stdout.strip().splitlines()[-1]
 
     def stop(self, grace_s: float = 3) -> None:
         """End every process this cluster started, and nothing else.

@@ -64,8 +64,8 @@ def test_layout_join_gives_one_row_per_copy_and_the_writer_keeps_planned_order(t
 
 
 def test_tokenizer_pool_leaves_a_whole_cpu_for_the_tasks():
-    from raypipe.shards.phase import tokenizer_actor_cpus
+    from raypipe.runtime import actor_cpus
 
-    assert tokenizer_actor_cpus(0.5, 2, 2.0) == 0.5
-    assert tokenizer_actor_cpus(0.5, 1, 1.0) == 0.0  # a 1-CPU Ray: the actor reserves nothing
-    assert tokenizer_actor_cpus(0.5, 4, 2.0) == 0.25
+    assert actor_cpus(0.5, 2, 2.0) == 0.5
+    assert actor_cpus(0.5, 1, 1.0) == 0.0  # a 1-CPU Ray: the actor reserves nothing
+    assert actor_cpus(0.5, 4, 2.0) == 0.25

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from raypipe.config import RunConfig, ShardsConfig, StorageConfig
 from raypipe.mix import MixError, plan_mix
-from raypipe.runtime import LIGHT_TASK_CPUS
+from raypipe.runtime import LIGHT_TASK_CPUS, actor_cpus, cluster_cpus
 from raypipe.shards.layout import shard_layout, shard_name
 from raypipe.shards.manifest import (
     DATASHEET,
@@ -40,21 +40,11 @@ from raypipe.shards.manifest import (
 from raypipe.shards.megatron import ShardFiles, token_dtype, validate_shard, write_shard
 from raypipe.shards.tokenizer import TokenizeStage, load_tokenizer, without_surrogates
 from raypipe.storage import OutputStore
+from raypipe.streams import DOC_SCHEMA
 
 log = logging.getLogger(__name__)
 
-INPUT_SCHEMA = pa.schema(
-    [
-        ("doc_id", pa.string()),
-        ("url", pa.string()),
-        ("text", pa.string()),
-        ("stream", pa.string()),
-        ("source", pa.string()),
-        ("license", pa.string()),
-        ("seed_similarity", pa.float64()),
-        ("agent_score", pa.float64()),
-    ]
-)
+INPUT_SCHEMA = pa.schema([*DOC_SCHEMA, ("seed_similarity", pa.float64()), ("agent_score", pa.float64())])
 
 
 def _as_text(value: Any) -> str | None:
@@ -114,23 +104,11 @@ def write_shard_group(
 
 
 def _pool_size(cfg: RunConfig) -> int:
-    import ray
-
-    if cfg.tokenizer.max_actors:
-        return cfg.tokenizer.max_actors
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-
-def tokenizer_actor_cpus(wanted: float, pool: int, cpus: float) -> float:
-    """CPUs per tokenizer actor: ``wanted`` unless the pool would leave less than one CPU for the
-    plan's tasks (Ray Data's column projections ask for a whole one); then a share of what is left,
-    down to nothing, and the actors share the cores with the tasks (a 1-CPU Ray hung otherwise)."""
-    return wanted if cpus - pool * wanted >= 1 else max(0.0, (cpus - 1) / pool)
+    return cfg.tokenizer.max_actors or max(1, int(cluster_cpus()))
 
 
 def tokenize_streams(streams: Mapping[str, Any], cfg: RunConfig):
     """A materialized Ray Dataset of every document with ``tokens`` and ``n_tokens``, without ``text``."""
-    import ray
     import ray.data
     from ray.data import ActorPoolStrategy
 
@@ -150,7 +128,7 @@ def tokenize_streams(streams: Mapping[str, Any], cfg: RunConfig):
             TokenizeStage,
             fn_constructor_args=(tok, cfg.storage),
             compute=ActorPoolStrategy(min_size=1, max_size=pool),
-            num_cpus=tokenizer_actor_cpus(tok.actor_cpus, pool, float(ray.cluster_resources().get("CPU", 1))),
+            num_cpus=actor_cpus(tok.actor_cpus, pool, cluster_cpus()),
             batch_size=tok.batch_size,
             batch_format="pandas",
         )
