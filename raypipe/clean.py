@@ -56,7 +56,7 @@ from raypipe.dedup.normalize import normalize_text, word_hashes, words
 from raypipe.dedup.precision import pair_sample_mask, precision_report
 from raypipe.dedup.shuffle import cluster_cpus, partitions_for
 from raypipe.filesource import parquet_dataset
-from raypipe.runtime import LIGHT_TASK_CPUS
+from raypipe.stage import LIGHT_TASK_CPUS
 from raypipe.storage import OutputStore
 
 log = logging.getLogger(__name__)

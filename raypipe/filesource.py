@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raypipe.runtime import LIGHT_TASK_CPUS
+from raypipe.stage import LIGHT_TASK_CPUS
 
 ReadFile = Callable[[str], Iterator[pa.Table]]
 

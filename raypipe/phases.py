@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raypipe.config import RunConfig
-from raypipe.runtime import LIGHT_TASK_CPUS
+from raypipe.stage import LIGHT_TASK_CPUS
 from raypipe.state import RunState
 from raypipe.storage import OutputStore
 from raypipe.streams import DOC_SCHEMA

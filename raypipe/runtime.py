@@ -10,7 +10,6 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from raypipe.config import RunConfig
 from raypipe.ratelimit import start_rate_limiter
@@ -79,12 +78,6 @@ def init_ray(cfg: RunConfig) -> None:
     start_rate_limiter(cfg.storage)
 
 
-LIGHT_TASK_CPUS = 0.25
-"""CPUs asked by light Ray Data tasks (column maps, reads of our own parquet). Actor pools hold
-fractional CPUs; a task that needs a whole CPU can then fit on no small node (a 2-CPU laptop, a
-1-CPU worker) and the plan waits forever, so light tasks ask for a quarter."""
-
-
 def ensure_cwd() -> None:
     """Re-enter the working directory if it was replaced under us.
 
@@ -96,41 +89,3 @@ def ensure_cwd() -> None:
         os.getcwd()
     except FileNotFoundError:
         os.chdir(os.environ.get("PWD") or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def cluster_cpus() -> float:
-    import ray
-
-    return float(ray.cluster_resources().get("CPU", 1.0))
-
-
-def cluster_gpus() -> float:
-    import ray
-
-    return float(ray.cluster_resources().get("GPU", 0.0))
-
-
-def cpu_actor_pool(max_share: float = 0.5, per_actor_cpus: float = 0.5) -> dict[str, Any]:
-    """``map_batches`` kwargs for a CPU actor pool that leaves room for the read tasks.
-
-    On 2 CPUs, two actors of ``num_cpus=1`` starve the readers and the plan hangs: actors ask for
-    fractional CPUs and the pool grows to at most ``max_share`` of the cluster. A task asks for one
-    whole CPU, so the pool never reserves so much that less than one CPU is left: on a 1-CPU Ray
-    (``ray.num_cpus=1``) even one actor of 0.25 CPU would leave 0.75 and hang the plan; there the
-    actors reserve nothing and share the core with the tasks.
-    """
-    from ray.data import ActorPoolStrategy
-
-    cpus = cluster_cpus()
-    max_size = max(1, int(cpus * max_share / per_actor_cpus))
-    return {
-        "compute": ActorPoolStrategy(min_size=1, max_size=max_size),
-        "num_cpus": actor_cpus(per_actor_cpus, max_size, cpus),
-    }
-
-
-def actor_cpus(wanted: float, pool: int, cpus: float) -> float:
-    """CPUs per actor of a pool of ``pool``: ``wanted`` while the pool leaves a whole CPU for the
-    plan's tasks (some of Ray Data's own ask for one), else a share of what is left, down to
-    nothing: the actors then share the cores with the tasks instead of starving them."""
-    return wanted if cpus - pool * wanted >= 1 else max(0.0, (cpus - 1) / pool)

@@ -116,7 +116,7 @@ def test_components_of_chains_take_several_rounds(local_ray) -> None:
 
 def test_fingerprinters_leave_room_for_their_readers_and_writers() -> None:
     from raypipe.clean import fingerprinter_cpus
-    from raypipe.runtime import LIGHT_TASK_CPUS
+    from raypipe.stage import LIGHT_TASK_CPUS
 
     assert fingerprinter_cpus(2, 1) == fingerprinter_cpus(16, 15) == 1.0
     for cpus in (1, 1.5):  # a 1-CPU Ray hung here with a whole-CPU actor

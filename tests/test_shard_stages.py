@@ -64,7 +64,7 @@ def test_layout_join_gives_one_row_per_copy_and_the_writer_keeps_planned_order(t
 
 
 def test_tokenizer_pool_leaves_a_whole_cpu_for_the_tasks():
-    from raypipe.runtime import actor_cpus
+    from raypipe.stage import actor_cpus
 
     assert actor_cpus(0.5, 2, 2.0) == 0.5
     assert actor_cpus(0.5, 1, 1.0) == 0.0  # a 1-CPU Ray: the actor reserves nothing

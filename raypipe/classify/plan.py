@@ -25,7 +25,7 @@ from raypipe.classify.classifier import load_rule
 from raypipe.classify.rule import SelectionRule
 from raypipe.classify.stage import AgentScorer
 from raypipe.config import ClassifyConfig, StorageConfig
-from raypipe.runtime import LIGHT_TASK_CPUS
+from raypipe.stage import LIGHT_TASK_CPUS
 
 HIDDEN_TEXT = "_unembedded_text"
 Retrieve = Callable[[Any], Any]

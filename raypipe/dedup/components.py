@@ -25,7 +25,7 @@ import pandas as pd
 import ray.data
 
 from raypipe.dedup.shuffle import partitioned_map
-from raypipe.runtime import LIGHT_TASK_CPUS
+from raypipe.stage import LIGHT_TASK_CPUS
 
 
 def _edge_frame(hi: np.ndarray, lo: np.ndarray, changed: np.ndarray) -> pd.DataFrame:

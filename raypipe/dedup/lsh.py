@@ -29,7 +29,7 @@ import ray.data
 
 from raypipe.dedup.minhash import estimated_jaccard
 from raypipe.dedup.shuffle import partitioned_map
-from raypipe.runtime import LIGHT_TASK_CPUS
+from raypipe.stage import LIGHT_TASK_CPUS
 
 
 def candidate_probability(similarity: float, bands: int, rows: int) -> float:

@@ -20,7 +20,7 @@ import ray
 import ray.data
 
 from raypipe.dedup.normalize import partition_of
-from raypipe.runtime import LIGHT_TASK_CPUS
+from raypipe.stage import LIGHT_TASK_CPUS
 
 PARTITION = "_partition"
 # In-memory pandas frames and Arrow shuffle buffers take a few times the raw column bytes.

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from raypipe.config import RunConfig, ShardsConfig, StorageConfig
 from raypipe.mix import MixError, plan_mix
-from raypipe.runtime import LIGHT_TASK_CPUS, actor_cpus, cluster_cpus
+from raypipe.stage import LIGHT_TASK_CPUS, actor_cpus, cluster_cpus
 from raypipe.shards.layout import shard_layout, shard_name
 from raypipe.shards.manifest import (
     DATASHEET,
