@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import ray
 import ray.data
 
@@ -129,9 +130,11 @@ def floor_docs_per_s(frame: pd.DataFrame, index) -> float:
     stage = CleanFingerprinter(
         RunConfig(input="x", output="/tmp/x").dedup, RunConfig(input="x", output="/tmp/x").decontam, index
     )
+    stage.setup()
+    table = pa.Table.from_pandas(frame, preserve_index=False)
     started = time.monotonic()
     for start in range(0, len(frame), 256):
-        stage(frame.iloc[start : start + 256])
+        stage(table.slice(start, 256))
     return len(frame) / (time.monotonic() - started)
 
 

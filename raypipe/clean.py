@@ -44,7 +44,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 import ray.data
-from ray.data import ActorPoolStrategy
 
 from raypipe.config import DecontamConfig, DedupConfig, RunConfig
 from raypipe.decontam import CONTAMINATION, DecontamIndex, DecontamMatcher, build_index
@@ -54,9 +53,9 @@ from raypipe.dedup.lsh import candidate_edges, candidate_probability
 from raypipe.dedup.minhash import DedupFingerprinter
 from raypipe.dedup.normalize import normalize_text, word_hashes, words
 from raypipe.dedup.precision import pair_sample_mask, precision_report
-from raypipe.dedup.shuffle import cluster_cpus, partitions_for
+from raypipe.dedup.shuffle import partitions_for
 from raypipe.filesource import parquet_dataset
-from raypipe.stage import LIGHT_TASK_CPUS
+from raypipe.stage import LIGHT_TASK_CPUS, Resources, Stage, apply, cluster_cpus, map_table
 from raypipe.storage import OutputStore
 
 log = logging.getLogger(__name__)
@@ -77,42 +76,54 @@ _FINGERPRINT_TYPES = {
 }
 
 
-class CleanFingerprinter:
+class CleanFingerprinter(Stage):
     """Stage: every row-local signal of the clean phase, from one normalization of the text.
 
     Adds the columns of :class:`DedupFingerprinter` and :class:`DecontamMatcher` and
     ``_eligible`` (no earlier ``drop_reason`` and not contaminated: takes part in dedup).
-    ``index`` (or a Ray object reference to it: fetched once per actor) is None when
-    decontamination is disabled.
+    ``index`` (or a Ray object reference to it: fetched once per actor in ``setup``) is None when
+    decontamination is disabled. An actor pool: the index is large and loaded once per actor.
     """
 
-    def __init__(self, dedup: DedupConfig, decontam: DecontamConfig, index: DecontamIndex | ray.ObjectRef | None):
-        if isinstance(index, ray.ObjectRef):
-            index = ray.get(index)
-        self.dedup = DedupFingerprinter(dedup)
-        self.matcher = DecontamMatcher(index, decontam.min_matches) if index is not None else None
+    needs = ("doc_id", "text")
+    adds = pa.schema([("drop_reason", pa.string()), *_FINGERPRINT_TYPES.items()])
 
-    def __call__(self, batch: pd.DataFrame) -> pa.Table:
-        normalized = [normalize_text(t) for t in batch["text"].tolist()]
-        hashes = word_hashes([words(n) for n in normalized])
+    def __init__(
+        self,
+        dedup: DedupConfig,
+        decontam: DecontamConfig,
+        index: DecontamIndex | ray.ObjectRef | None,
+        resources: Resources | None = None,
+    ):
+        self.dedup_cfg, self.decontam_cfg, self.index = dedup, decontam, index
+        self.resources = resources or Resources(cpus=1.0, actors=1)
+        self.batch_size = dedup.batch_size
+
+    def setup(self) -> None:
+        if isinstance(self.index, ray.ObjectRef):
+            self.index = ray.get(self.index)
+        self.dedup = DedupFingerprinter(self.dedup_cfg)
+        self.matcher = DecontamMatcher(self.index, self.decontam_cfg.min_matches) if self.index is not None else None
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        n = batch.num_rows
+        normalized = [normalize_text(t) for t in batch.column("text").to_pylist()]
+        hashes = word_hashes([words(t) for t in normalized])
         added: dict[str, list[Any]] = self.dedup.columns(normalized, hashes)
         if self.matcher is not None:
             added.update(self.matcher.columns(hashes))
         else:
             added.update(
-                contaminated=[False] * len(batch),
-                contamination_ngrams=[0] * len(batch),
-                contamination_benchmarks=[[] for _ in range(len(batch))],
-                contamination_items=[[] for _ in range(len(batch))],
+                contaminated=[False] * n,
+                contamination_ngrams=[0] * n,
+                contamination_benchmarks=[[] for _ in range(n)],
+                contamination_items=[[] for _ in range(n)],
             )
-        active = batch["drop_reason"].isna() if "drop_reason" in batch else pd.Series(True, index=batch.index)
-        added["_eligible"] = (active.to_numpy() & ~np.asarray(added["contaminated"], dtype=bool)).tolist()
-        base = batch.drop(columns=[c for c in [*_FINGERPRINT_TYPES, "drop_reason"] if c in batch])
-        table = pa.Table.from_pandas(base, preserve_index=False)
-        reasons = batch["drop_reason"].astype(object).where(~active, None) if "drop_reason" in batch else None
-        table = table.append_column(
-            "drop_reason", pa.array([None] * len(batch) if reasons is None else reasons, pa.string())
-        )
+        reasons = batch.column("drop_reason").cast(pa.string()) if "drop_reason" in batch.column_names else None
+        active = np.ones(n, dtype=bool) if reasons is None else np.asarray(reasons.is_null().to_pylist(), dtype=bool)
+        added["_eligible"] = (active & ~np.asarray(added["contaminated"], dtype=bool)).tolist()
+        table = batch.drop_columns([c for c in [*_FINGERPRINT_TYPES, "drop_reason"] if c in batch.column_names])
+        table = table.append_column("drop_reason", reasons if reasons is not None else pa.nulls(n, pa.string()))
         for name, typ in _FINGERPRINT_TYPES.items():
             table = table.append_column(name, pa.array(added[name], type=typ))
         return table
@@ -176,7 +187,7 @@ def _report_rows(batch: pd.DataFrame) -> pd.DataFrame:
 
 def _report(rows: ray.data.Dataset, partitions: int) -> tuple[int, int, dict[str, Any]]:
     """(rows dropped earlier, contaminated documents, per-benchmark documents and item counts)."""
-    counts = rows.map_batches(_report_rows, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS).groupby(
+    counts = map_table(rows, _report_rows, batch_format="pandas").groupby(
         ["benchmark", "item"], num_partitions=partitions
     )
     earlier = contaminated = 0
@@ -220,10 +231,7 @@ def _texts(fingerprints: ray.data.Dataset, ids: set[str]) -> dict[str, str]:
     def pick(batch: pd.DataFrame) -> pd.DataFrame:
         return batch.loc[batch["doc_id"].isin(ids), ["doc_id", "text"]]
 
-    return {
-        r["doc_id"]: r["text"]
-        for r in fingerprints.map_batches(pick, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS).take_all()
-    }
+    return {r["doc_id"]: r["text"] for r in map_table(fingerprints, pick, batch_format="pandas").take_all()}
 
 
 def _precision(
@@ -237,16 +245,9 @@ def _precision(
     fractions = {name: min(1.0, 2.0 * k / n) for name, n in totals.items() if n}
     if not k or not fractions:
         return {"threshold": cfg.threshold, "candidates": {"pairs": 0}}
-    parts = [
-        sources[name].map_batches(
-            _as_pairs, fn_kwargs={"sample": name}, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS
-        )
-        for name in fractions
-    ]
+    parts = [map_table(sources[name], _as_pairs, batch_format="pandas", sample=name) for name in fractions]
     union = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    rows = union.map_batches(
-        _sample_rows, fn_kwargs={"fractions": fractions}, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS
-    ).take_all()
+    rows = map_table(union, _sample_rows, batch_format="pandas", fractions=fractions).take_all()
     sampled = pd.DataFrame(rows).sort_values(["sample", "src", "dst"]).groupby("sample").head(k)
     texts = _texts(fingerprints, set(sampled["src"]) | set(sampled["dst"]))
     candidates = sampled[sampled["sample"] == "candidates"]
@@ -255,14 +256,6 @@ def _precision(
     if len(survivors):
         report["survivor_pairs"] = precision_report(survivors, texts, cfg.threshold, cfg.shingle_words)["kept"]
     return report
-
-
-def fingerprinter_cpus(cpus: float, workers: int) -> float:
-    """CPUs per fingerprinting actor: a whole one where the pool still leaves room for one read
-    and one write task (``LIGHT_TASK_CPUS`` each), a share of what is left otherwise. On a 1-CPU
-    Ray a whole-CPU actor left nothing for its own readers and the phase waited forever."""
-    room = cpus - 2 * LIGHT_TASK_CPUS
-    return 1.0 if room >= workers else max(LIGHT_TASK_CPUS, room / workers)
 
 
 def run_clean(
@@ -286,15 +279,13 @@ def run_clean(
     cpus = cluster_cpus()
     workers = dedup.workers or max(1, int(cpus) - 1)
     budget = dedup.memory_budget_mb * 1024 * 1024
-    ds.map_batches(
-        CleanFingerprinter,
-        fn_constructor_args=(dedup, decontam, ray.put(index) if index is not None else None),
-        compute=ActorPoolStrategy(min_size=1, max_size=workers),
-        batch_size=dedup.batch_size,
-        batch_format="pandas",
-        num_cpus=fingerprinter_cpus(cpus, workers),
-        memory=budget,
-    ).write_parquet(path, filesystem=fs, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
+    fingerprinter = CleanFingerprinter(
+        dedup,
+        decontam,
+        ray.put(index) if index is not None else None,
+        Resources(cpus=1.0, actors=workers, memory=budget),
+    )
+    apply(ds, fingerprinter).write_parquet(path, filesystem=fs, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
     seconds = {"fingerprint": round(time.monotonic() - started, 1)}
 
     fingerprints = parquet_dataset(path, fs)
@@ -307,29 +298,19 @@ def run_clean(
     counts = {CONTAMINATION: 0, DUPLICATE_EXACT: 0, DUPLICATE_NEAR: 0}
     near_stats: dict[str, Any] = {}
     if dedup.exact:
-        keys = narrow.map_batches(
-            _eligible_only,
-            fn_kwargs={"columns": ["doc_id", "text_hash"]},
-            batch_format="pandas",
-            num_cpus=LIGHT_TASK_CPUS,
-        )
+        keys = map_table(narrow, _eligible_only, batch_format="pandas", columns=["doc_id", "text_hash"])
         exact = exact_duplicates(keys, partitions).materialize()
         counts[DUPLICATE_EXACT] = exact.count()
         labels.append(
-            exact.map_batches(
-                _labels,
-                fn_kwargs={"reason": DUPLICATE_EXACT, "of_column": "duplicate_of"},
-                batch_format="pandas",
-                num_cpus=LIGHT_TASK_CPUS,
-            )
+            map_table(exact, _labels, batch_format="pandas", reason=DUPLICATE_EXACT, of_column="duplicate_of")
         )
     seconds["exact"] = round(time.monotonic() - started - sum(seconds.values()), 1)
     if dedup.near:
-        rows = narrow.map_batches(
+        rows = map_table(
+            narrow,
             _eligible_only,
-            fn_kwargs={"columns": ["doc_id", "text_hash", "lsh_buckets", "minhash_sketch"]},
             batch_format="pandas",
-            num_cpus=LIGHT_TASK_CPUS,
+            columns=["doc_id", "text_hash", "lsh_buckets", "minhash_sketch"],
         )
         edges = candidate_edges(
             rows, dedup.threshold, dedup.verify_candidates, partitions, collapse_exact=dedup.exact
@@ -337,16 +318,11 @@ def run_clean(
         n_verified = int(edges.sum("verified") or 0) if edges.count() else 0
         components, rounds = None, 0
         if n_verified:
-            verified = edges.map_batches(_verified, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
+            verified = map_table(edges, _verified, batch_format="pandas")
             components, rounds = connected_components(verified, partitions, dedup.max_cc_rounds)
             counts[DUPLICATE_NEAR] = components.count()
             labels.append(
-                components.map_batches(
-                    _labels,
-                    fn_kwargs={"reason": DUPLICATE_NEAR, "of_column": "component"},
-                    batch_format="pandas",
-                    num_cpus=LIGHT_TASK_CPUS,
-                )
+                map_table(components, _labels, batch_format="pandas", reason=DUPLICATE_NEAR, of_column="component")
             )
         near_stats = {
             "candidate_pairs": edges.count(),
@@ -373,7 +349,7 @@ def run_clean(
         result = fingerprints.join(all_labels, "left_outer", num_partitions=full_partitions, on=("doc_id",))
     else:
         result = fingerprints
-    result = result.map_batches(_finalize, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
+    result = map_table(result, _finalize, batch_format="pandas")
 
     report_columns = ["drop_reason", "contaminated", "contamination_benchmarks", "contamination_items"]
     earlier, counts[CONTAMINATION], contamination = _report(fingerprints.select_columns(report_columns), partitions)

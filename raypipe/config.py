@@ -86,9 +86,6 @@ class RayConfig(Section):
         None, description="Ray address; None joins the submitted-to cluster or starts a local one."
     )
     num_cpus: int | None = Field(None, description="CPUs for a locally started Ray (None = all).")
-    read_parallelism: int | None = Field(
-        None, description="Concurrent WARC read tasks; None sizes from the cluster's CPUs."
-    )
     progress_bars: bool | None = Field(
         None, description="Ray Data progress bars; None = only when stdout is a terminal."
     )
@@ -383,16 +380,6 @@ class ClassifyConfig(Section):
     max_tokens: int = Field(1000, gt=0, description="Tokens of a document (its start) that fastText sees.")
     negatives_sample_size: int = Field(
         5000, gt=0, description="Size of the bounded random sample of extracted pages used as negatives."
-    )
-    bootstrap_files: int = Field(
-        8,
-        ge=1,
-        description="Input files read by the bootstrap pass that samples negatives (spread over the input list).",
-    )
-    extra_negatives: list[str] = Field(
-        [],
-        description="Extra general-web text (JSONL with a 'text' field, or one document per line) added to the "
-        "negatives, for crawls whose own sample may be rich in agent pages.",
     )
     purge_quantile: float = Field(
         0.1,

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raypipe.config import RunConfig
-from raypipe.stage import LIGHT_TASK_CPUS
+from raypipe.stage import LIGHT_TASK_CPUS, map_table
 from raypipe.state import RunState
 from raypipe.storage import OutputStore
 from raypipe.streams import DOC_SCHEMA
@@ -93,12 +93,8 @@ def write_part(batch: pa.Table, output: str, storage: Any, folder: str, columns:
 def write_dataset(ds: Any, cfg: RunConfig, store: OutputStore, folder: str, columns: list[str] | None = None) -> int:
     """Stream a dataset into parquet parts under ``folder`` (replacing what was there); returns rows."""
     store.delete(folder)
-    written = ds.map_batches(
-        write_part,
-        fn_kwargs={"output": cfg.output, "storage": cfg.storage, "folder": folder, "columns": columns},
-        batch_format="pyarrow",
-        batch_size=2048,
-        num_cpus=LIGHT_TASK_CPUS,
+    written = map_table(
+        ds, write_part, batch_size=2048, output=cfg.output, storage=cfg.storage, folder=folder, columns=columns
     )
     return int(sum(row["rows"] for row in written.iter_rows()))
 
@@ -241,11 +237,11 @@ def run_clean_phase(cfg: RunConfig, store: OutputStore, state: RunState) -> dict
 
     start = time.time()
     state.set_phase("clean", "running", started=start)
-    pages = read_parts(store, SCORED).map_batches(clean_input, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
+    pages = map_table(read_parts(store, SCORED), clean_input, batch_format="pandas")
     seeds = ray.data.from_arrow(seed_documents(load_seed_table(cfg, store)))
     cleaned, clean_stats = run_clean(pages.union(seeds), cfg, store)
     rows = write_dataset(cleaned, cfg, store, CLEAN)
-    final = read_parts(store, CLEAN).map_batches(finalize_candidates, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
+    final = map_table(read_parts(store, CLEAN), finalize_candidates, batch_format="pandas")
     pages_only = final.filter(lambda row: not str(row["doc_id"]).startswith("seed:"), num_cpus=LIGHT_TASK_CPUS)
     candidates = write_dataset(pages_only, cfg, store, CANDIDATES, columns=CANDIDATE_COLUMNS)
     summary = {"documents": rows, "candidates": candidates, **clean_stats, "seconds": round(time.time() - start, 2)}

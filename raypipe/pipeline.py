@@ -24,6 +24,7 @@ from raypipe.config import RunConfig, StorageConfig
 from raypipe.extract import ExtractStage
 from raypipe.report import write_report
 from raypipe.runtime import ensure_cwd, init_ray
+from raypipe.stage import LIGHT_TASK_CPUS, Resources, apply, cluster_cpus, sink
 from raypipe.state import RunState
 from raypipe.storage import OutputStore, expand_inputs, redact, s3_endpoint
 from raypipe.warc import file_stem, warc_dataset
@@ -40,10 +41,6 @@ SUMMARY_SCHEMA = pa.schema(
         ("languages", pa.string()),
     ]
 )
-
-
-def _extract_batch(batch: pa.Table, cfg: RunConfig) -> pa.Table:
-    return ExtractStage(cfg.extract, cfg.quality)(batch)
 
 
 class PartWriter:
@@ -199,16 +196,8 @@ def run_extract(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str
         for uri in todo:  # partial output of an interrupted file is redone from scratch
             store.delete(f"{EXTRACTED}/{file_stem(uri)}")
         ds = warc_dataset(todo, cfg.storage, cfg.extract, cfg.limit_records)
-        ds = ds.map_batches(
-            _extract_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=cfg.extract.batch_size
-        )
-        ds = ds.map_batches(
-            PartWriter,
-            fn_constructor_args=(cfg.output, cfg.storage, EXTRACTED),
-            batch_format="pyarrow",
-            batch_size=None,
-            **_writer_pool(),
-        )
+        ds = apply(ds, ExtractStage(cfg.extract, cfg.quality))
+        ds = sink(ds, PartWriter, cfg.output, cfg.storage, EXTRACTED, resources=_writer_resources())
         tracker = ExtractTracker(state, len(uris), len(uris) - len(todo))
         for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
             for row in batch.to_dict("records"):
@@ -224,10 +213,9 @@ def run_extract(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str
     return summary
 
 
-def _writer_pool() -> dict[str, Any]:
-    from raypipe.runtime import cpu_actor_pool
-
-    return cpu_actor_pool(max_share=0.25, per_actor_cpus=0.25)
+def _writer_resources() -> Resources:
+    """Writers are IO-bound: quarter-CPU actors, at most one per CPU of the cluster."""
+    return Resources(cpus=LIGHT_TASK_CPUS, actors=max(1, int(cluster_cpus())))
 
 
 def _resolve_endpoint(cfg: RunConfig) -> RunConfig:

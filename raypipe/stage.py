@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -84,6 +85,44 @@ class Stage:
         if out.num_rows != batch.num_rows:
             raise ValueError(f"stage {self.name} returned {out.num_rows} rows for {batch.num_rows}: stages never drop")
         return conform(out, self.adds, self.name)
+
+
+class FrameStage(Stage):
+    """A stage whose work is written over pandas frames (model wrappers whose APIs take lists).
+
+    ``fn`` is a class, built once per worker in ``setup`` with ``kwargs``, or a function called
+    with ``kwargs``; either maps a frame to a frame with the same rows. The batch crosses the
+    contract as Arrow, like every stage's.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        needs: tuple[str, ...],
+        adds: pa.Schema,
+        resources: Resources | None = None,
+        batch_size: int | None = 1024,
+        **kwargs: Any,
+    ):
+        self.fn, self.kwargs = fn, kwargs
+        self.needs, self.adds = needs, adds
+        self.resources = resources or Resources()
+        self.batch_size = batch_size
+        self._call: Callable[[Any], Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return getattr(self.fn, "__name__", type(self.fn).__name__)
+
+    def setup(self) -> None:
+        if self._call is None:
+            self._call = self.fn(**self.kwargs) if isinstance(self.fn, type) else partial(self.fn, **self.kwargs)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        assert self._call is not None, "setup() first"
+        out = self._call(batch.to_pandas())
+        return out if isinstance(out, pa.Table) else pa.Table.from_pandas(out, preserve_index=False)
 
 
 def conform(table: pa.Table, schema: pa.Schema, who: str = "stage") -> pa.Table:

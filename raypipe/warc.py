@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from isal import isal_zlib
+from resiliparse.parse.http import iterate_http_chunks
 
 from raypipe.config import ExtractConfig, StorageConfig
 from raypipe.storage import StorageError, open_input, redact
@@ -187,16 +188,12 @@ def _parse_records(data: io.IOBase | bytes, stats: FileStats) -> Iterator[Any]:
 
 
 def _dechunk(data: bytes) -> bytes:
-    """Undo HTTP chunked transfer encoding; raises ValueError when the body is not really chunked."""
-    out = []
-    pos = 0
-    while True:
-        end = data.index(b"\r\n", pos)
-        size = int(data[pos:end].split(b";", 1)[0].strip(), 16)
-        if size == 0:
-            return b"".join(out)
-        out.append(data[end + 2 : end + 2 + size])
-        pos = end + 2 + size + 2
+    """Undo HTTP chunked transfer encoding (resiliparse's chunk reader); raises ValueError when the
+    body is not really chunked (the reader then finds no chunk in a non-empty body)."""
+    body = b"".join(iterate_http_chunks(io.BytesIO(data)))
+    if not body and data.strip():
+        raise ValueError("body is not chunked")
+    return body
 
 
 def _decode_body(body: bytes, headers: Any) -> bytes:

@@ -114,15 +114,6 @@ def test_components_of_chains_take_several_rounds(local_ray) -> None:
         connected_components(edges, num_partitions=2, max_rounds=1)
 
 
-def test_fingerprinters_leave_room_for_their_readers_and_writers() -> None:
-    from raypipe.clean import fingerprinter_cpus
-    from raypipe.stage import LIGHT_TASK_CPUS
-
-    assert fingerprinter_cpus(2, 1) == fingerprinter_cpus(16, 15) == 1.0
-    for cpus in (1, 1.5):  # a 1-CPU Ray hung here with a whole-CPU actor
-        assert fingerprinter_cpus(cpus, 1) <= cpus - 2 * LIGHT_TASK_CPUS
-
-
 def test_candidate_pairs_are_counted_once_whatever_the_partition_count(local_ray, shared_data: Path) -> None:
     """A pair met in several bands must not count once per partition its buckets fell in: near-dedup
     stats differed between a 1-CPU and a 2-CPU run before edges were regrouped by src."""

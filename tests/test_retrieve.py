@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from raypipe.config import RetrieveConfig, StorageConfig
-from raypipe.retrieve import SeedRetriever, build_seed_index, load_seed_index, retrieval_map_kwargs
+from raypipe.retrieve import SeedRetriever, build_seed_index, load_seed_index, retrieval_resources
 from raypipe.retrieve.embed import Embedder
 from raypipe.retrieve.evaluate import bucket
 from raypipe.seeds import LoadReport, load_seed_file
@@ -93,14 +93,20 @@ def test_retriever_passes_a_batch_with_nothing_to_embed(local_index):
     assert len(out) == 4 and out["seed_similarity"].isna().all() and out["nearest_seed"].isna().all()
 
 
-def test_map_batches_kwargs_follow_cluster_resources():
-    small = retrieval_map_kwargs(RetrieveConfig(), {"CPU": 2.0})
-    assert small["compute"].min_size == small["compute"].max_size == 1
-    assert 0 < small["num_cpus"] < 1 and "num_gpus" not in small
-    gpu = retrieval_map_kwargs(RetrieveConfig(), {"CPU": 32.0, "GPU": 4.0})
-    assert gpu["num_gpus"] == 1.0 and gpu["compute"].max_size == 4
-    forced = retrieval_map_kwargs(RetrieveConfig(num_gpus=0, actors=3, cpus_per_actor=0.5), {"CPU": 8, "GPU": 1})
-    assert forced["num_cpus"] == 0.5 and forced["compute"].max_size == 3 and "num_gpus" not in forced
+def test_retrieval_resources_follow_cluster_and_config():
+    small = retrieval_resources(RetrieveConfig(), {"CPU": 2.0})
+    assert small.actors == 1 and 0 < small.cpus < 1 and not small.gpus
+    gpu = retrieval_resources(RetrieveConfig(), {"CPU": 32.0, "GPU": 4.0})
+    assert gpu.gpus == 1.0 and gpu.actors == 4
+    forced = retrieval_resources(RetrieveConfig(num_gpus=0, actors=3, cpus_per_actor=0.5), {"CPU": 8, "GPU": 1})
+    assert forced.cpus == 0.5 and forced.actors == 3 and not forced.gpus
+
+
+def test_configured_gpus_are_requested_before_any_gpu_is_visible():
+    """On KubeRay the GPU group scales from zero: the actors' GPU request is what brings it."""
+    cold = retrieval_resources(RetrieveConfig(num_gpus=1, actors=4), {"CPU": 8.0})
+    assert cold.gpus == 1.0 and cold.actors == 4
+    assert retrieval_resources(RetrieveConfig(num_gpus=0.5), {"CPU": 8.0}).actors == 1
 
 
 @pytest.mark.integration

@@ -20,36 +20,39 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from raypipe.classify.classifier import load_rule
 from raypipe.classify.rule import SelectionRule
 from raypipe.classify.stage import AgentScorer
 from raypipe.config import ClassifyConfig, StorageConfig
-from raypipe.stage import LIGHT_TASK_CPUS
+from raypipe.stage import FrameStage, Resources, apply
 
 HIDDEN_TEXT = "_unembedded_text"
 Retrieve = Callable[[Any], Any]
+SELECTION_SCHEMA = pa.schema(
+    [
+        ("agent_score", pa.float64()),
+        ("seed_similarity", pa.float64()),
+        ("nearest_seed", pa.string()),
+        ("selected", pa.bool_()),
+        ("drop_reason", pa.string()),
+    ]
+)
 
 
-def scorer_map_kwargs(cfg: ClassifyConfig, resources: dict[str, float] | None = None) -> dict[str, Any]:
-    """``map_batches`` kwargs for AgentScorer: a small autoscaling pool of fractional-CPU actors.
+def scorer_resources(cfg: ClassifyConfig, resources: dict[str, float] | None = None) -> Resources:
+    """AgentScorer's pool: a small autoscaling pool of fractional-CPU actors.
 
     fastText scores thousands of pages per second per core, far faster than extraction, so one
     actor per 8 CPUs is plenty, and fractional CPUs keep read tasks schedulable on small nodes.
     """
-    from ray.data import ActorPoolStrategy
-
     if resources is None:
         import ray
 
         resources = ray.cluster_resources()
     actors = cfg.max_actors or max(1, int(float(resources.get("CPU", 1)) // 8))
-    return {
-        "compute": ActorPoolStrategy(min_size=1, max_size=actors),
-        "num_cpus": cfg.num_cpus,
-        "batch_size": cfg.batch_size,
-        "batch_format": "pandas",
-    }
+    return Resources(cpus=cfg.num_cpus, actors=actors)
 
 
 def hide_unembedded(batch: pd.DataFrame, rule: dict[str, Any]) -> pd.DataFrame:
@@ -79,11 +82,16 @@ def apply_rule(batch: pd.DataFrame, rule: dict[str, Any]) -> pd.DataFrame:
 
 
 def add_agent_score(ds: Any, model_uri: str, cfg: ClassifyConfig, storage_cfg: StorageConfig) -> Any:
-    return ds.map_batches(
+    scorer = FrameStage(
         AgentScorer,
-        fn_constructor_kwargs={"model_uri": model_uri, "storage_cfg": storage_cfg},
-        **scorer_map_kwargs(cfg),
+        needs=("text",),
+        adds=pa.schema([("agent_score", pa.float64())]),
+        resources=scorer_resources(cfg),
+        batch_size=cfg.batch_size,
+        model_uri=model_uri,
+        storage_cfg=storage_cfg,
     )
+    return apply(ds, scorer)
 
 
 def add_selection(
@@ -106,15 +114,10 @@ def add_selection(
     if rule["mode"] != "fasttext_only":
         if retrieve is None:
             raise ValueError(f"classify mode {rule['mode']} embeds pages: pass the retrieval stage (retrieve=...)")
-        ds = ds.map_batches(
-            hide_unembedded,
-            fn_kwargs={"rule": rule},
-            batch_format="pandas",
-            batch_size=cfg.batch_size,
-            num_cpus=LIGHT_TASK_CPUS,
-        )
+        hidden = pa.schema([("text", pa.string()), (HIDDEN_TEXT, pa.string())])
+        ds = apply(ds, FrameStage(hide_unembedded, needs=("text",), adds=hidden, batch_size=cfg.batch_size, rule=rule))
         ds = retrieve(ds)
-        ds = ds.map_batches(restore_text, batch_format="pandas", batch_size=cfg.batch_size, num_cpus=LIGHT_TASK_CPUS)
-    return ds.map_batches(
-        apply_rule, fn_kwargs={"rule": rule}, batch_format="pandas", batch_size=cfg.batch_size, num_cpus=LIGHT_TASK_CPUS
-    )
+        restored = pa.schema([("text", pa.string())])
+        ds = apply(ds, FrameStage(restore_text, needs=("text", HIDDEN_TEXT), adds=restored, batch_size=cfg.batch_size))
+    selection = FrameStage(apply_rule, needs=("text",), adds=SELECTION_SCHEMA, batch_size=cfg.batch_size, rule=rule)
+    return apply(ds, selection)

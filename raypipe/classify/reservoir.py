@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from raypipe.stage import map_table
+
 PRIORITY = "_sample_priority"
 
 
@@ -104,6 +106,6 @@ def sample_pages(
     def local(batch: pd.DataFrame) -> pd.DataFrame:
         return sampler(kept_pages(batch))
 
-    for batch in ds.map_batches(local, batch_format="pandas").iter_batches(batch_format="pandas"):
+    for batch in map_table(ds, local, batch_format="pandas").iter_batches(batch_format="pandas"):
         sampler.add(batch)
     return sampler.sample()

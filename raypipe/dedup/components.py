@@ -25,7 +25,7 @@ import pandas as pd
 import ray.data
 
 from raypipe.dedup.shuffle import partitioned_map
-from raypipe.stage import LIGHT_TASK_CPUS
+from raypipe.stage import map_table
 
 
 def _edge_frame(hi: np.ndarray, lo: np.ndarray, changed: np.ndarray) -> pd.DataFrame:
@@ -97,11 +97,11 @@ def connected_components(edges: ray.data.Dataset, num_partitions: int, max_round
     (the component id is that smallest node; a materialized dataset), and the number of rounds.
     Each round is one execution (two shuffles) and one sum of the change flags.
     """
-    current = edges.map_batches(canonical_edges, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
+    current = map_table(edges, canonical_edges, batch_format="pandas")
     for rounds in range(1, max_rounds + 1):
-        both = current.map_batches(_both_directions, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
+        both = map_table(current, _both_directions, batch_format="pandas")
         large = partitioned_map(both, "node", large_star, num_partitions)
         current = partitioned_map(large, "hi", small_star, num_partitions).materialize()
         if not current.count() or not current.sum("changed"):
-            return current.map_batches(_labels, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS).materialize(), rounds
+            return map_table(current, _labels, batch_format="pandas").materialize(), rounds
     raise RuntimeError(f"connected components did not converge in {max_rounds} rounds (dedup.max_cc_rounds)")

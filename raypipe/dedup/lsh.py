@@ -29,7 +29,7 @@ import ray.data
 
 from raypipe.dedup.minhash import estimated_jaccard
 from raypipe.dedup.shuffle import partitioned_map
-from raypipe.stage import LIGHT_TASK_CPUS
+from raypipe.stage import map_table
 
 
 def candidate_probability(similarity: float, bands: int, rows: int) -> float:
@@ -93,7 +93,7 @@ def candidate_edges(
 ) -> ray.data.Dataset:
     """Candidate pairs ``(src, dst, est_jaccard, verified)`` of ``(doc_id, text_hash, lsh_buckets,
     minhash_sketch)`` rows; ``src`` is paired with ``dst``, its bucket's smallest member."""
-    rows = fingerprints.map_batches(bucket_rows, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
+    rows = map_table(fingerprints, bucket_rows, batch_format="pandas")
     kwargs = {"threshold": threshold, "verify": verify, "collapse_exact": collapse_exact}
     edges = partitioned_map(rows, "bucket", bucket_edges, num_partitions, fn_kwargs=kwargs)
     # A pair met in several bands whose buckets fell in different partitions comes out once per

@@ -20,21 +20,16 @@ import ray
 import ray.data
 
 from raypipe.dedup.normalize import partition_of
-from raypipe.stage import LIGHT_TASK_CPUS
+from raypipe.stage import LIGHT_TASK_CPUS, cluster_cpus, map_table
 
 PARTITION = "_partition"
 # In-memory pandas frames and Arrow shuffle buffers take a few times the raw column bytes.
 _WORKING_SET_FACTOR = 4
 
 
-def cluster_cpus() -> int:
-    """CPUs of the connected Ray cluster (at least 1)."""
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-
 def partitions_for(size_bytes: int, budget_mb: int, min_partitions: int | None) -> int:
     """Partitions such that one partition's working set fits in ``budget_mb``."""
-    floor = min_partitions or cluster_cpus()
+    floor = min_partitions or max(1, int(cluster_cpus()))
     needed = math.ceil(size_bytes * _WORKING_SET_FACTOR / (budget_mb * 1024 * 1024))
     return max(floor, needed, 1)
 
@@ -58,12 +53,7 @@ def partitioned_map(
 ) -> ray.data.Dataset:
     """Apply ``fn`` to whole hash partitions of ``ds`` by ``key``: every row with the same key is in
     the same call. ``fn`` takes and returns a pandas DataFrame."""
-    keyed = ds.map_batches(
-        _with_partition,
-        fn_kwargs={"key": key, "num_partitions": num_partitions},
-        batch_format="pandas",
-        num_cpus=LIGHT_TASK_CPUS,
-    )
+    keyed = map_table(ds, _with_partition, batch_format="pandas", key=key, num_partitions=num_partitions)
     return keyed.groupby(PARTITION, num_partitions=num_partitions).map_groups(
         _apply, fn_kwargs={"fn": fn, "fn_kwargs": fn_kwargs or {}}, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS
     )

@@ -16,6 +16,7 @@ from resiliparse.parse.lang import detect_fast
 from raypipe.config import ExtractConfig, QualityConfig
 from raypipe.extract.html import ExtractTimeout, decode_html, extract_text, time_guard
 from raypipe.extract.quality import quality_signals, quality_verdict
+from raypipe.stage import Resources, Stage
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -64,13 +65,22 @@ def doc_id(url: str | None, record_id: str | None, source_file: str, index: int)
     return hashlib.sha1(f"{url}\x00{basis}\x00{name}".encode()).hexdigest()
 
 
-class ExtractStage:
-    """Decode, extract main content, identify language and score quality for a batch of pages."""
+class ExtractStage(Stage):
+    """Decode, extract main content, identify language and score quality for a batch of pages.
+
+    Replaces the WARC columns by the document columns (the raw HTML is not carried further).
+    A task of one whole CPU: extraction is CPU-bound and has no state to load.
+    """
+
+    needs = ("url", "html", "charset", "html_truncated", "warc_record_id", *PASS_COLUMNS)
+    adds = OUTPUT_SCHEMA
 
     def __init__(self, extract: ExtractConfig, quality: QualityConfig):
         self.cfg = extract
         self.quality = quality
         self.languages = set(extract.languages)
+        self.resources = Resources(cpus=1.0)
+        self.batch_size = extract.batch_size
 
     def _one(self, html: bytes, charset: str | None) -> dict[str, Any]:
         out: dict[str, Any] = {"text": "", "title": "", "language": None, "language_rank": None}

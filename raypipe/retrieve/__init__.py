@@ -1,7 +1,7 @@
 """Seed index (embed, FAISS, persist) and the retrieval stage that scores pages against it."""
 
 from raypipe.retrieve.index import SeedIndex, build_seed_index, build_seed_index_on_cluster, load_seed_index
-from raypipe.retrieve.stage import SeedRetriever, add_retrieval, retrieval_map_kwargs, tokenize_pages
+from raypipe.retrieve.stage import SeedRetriever, add_retrieval, retrieval_resources, tokenize_pages
 
 __all__ = [
     "SeedIndex",
@@ -10,6 +10,6 @@ __all__ = [
     "build_seed_index",
     "build_seed_index_on_cluster",
     "load_seed_index",
-    "retrieval_map_kwargs",
+    "retrieval_resources",
     "tokenize_pages",
 ]

@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from raypipe.config import RetrieveConfig, StorageConfig
 from raypipe.retrieve.embed import Embedder, chunk_token_ids, load_tokenizer
 from raypipe.retrieve.index import load_seed_index
+from raypipe.stage import FrameStage, Resources, apply
 
 CHUNKS_COLUMN = "_retrieve_chunks"
 
@@ -86,34 +88,31 @@ class SeedRetriever:
         return out
 
 
-def retrieval_map_kwargs(cfg: RetrieveConfig, resources: dict[str, float] | None = None) -> dict[str, Any]:
-    """``map_batches`` kwargs for SeedRetriever, sized from the cluster's resources.
+def retrieval_resources(cfg: RetrieveConfig, resources: dict[str, float] | None = None) -> Resources:
+    """SeedRetriever's actor pool.
 
-    GPUs present (and ``num_gpus`` auto): one actor per GPU with ``num_gpus=1``. CPU only: a few
-    actors with a *fraction* of a CPU each, so read and extract tasks still get scheduled (two
-    whole-CPU actors on a 2-CPU node starve the readers and the plan hangs).
+    ``num_gpus`` set to a number: every actor asks for that many GPUs whether or not the cluster
+    shows any yet (on KubeRay the autoscaler brings GPU nodes from zero for the pending actors),
+    and the pool grows to ``actors`` (default: one per visible GPU, at least one). ``auto``: GPUs
+    when the cluster has them now, else CPU. CPU only: a few actors with a *fraction* of a CPU
+    each, so read and extract tasks still get scheduled (two whole-CPU actors on a 2-CPU node
+    starve the readers and the plan hangs).
     """
-    from ray.data import ActorPoolStrategy
-
     if resources is None:
         import ray
 
         resources = ray.cluster_resources()
-    cpus, gpus = float(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
     per_actor_gpus = (1.0 if gpus > 0 else 0.0) if cfg.num_gpus == "auto" else float(cfg.num_gpus)
     if per_actor_gpus > 0:
         actors = cfg.actors or max(1, int(gpus / per_actor_gpus))
-        resources_kw: dict[str, Any] = {"num_gpus": per_actor_gpus, "num_cpus": cfg.cpus_per_actor or 1.0}
-    else:
-        actors = cfg.actors or max(1, int(cpus // 8))
-        resources_kw = {"num_cpus": cfg.cpus_per_actor or max(0.25, min(4.0, cpus / (4 * actors)))}
-    return {
-        "fn_constructor_kwargs": {},
-        "compute": ActorPoolStrategy(size=actors),
-        "batch_size": cfg.batch_size * 4,
-        "batch_format": "pandas",
-        **resources_kw,
-    }
+        return Resources(cpus=cfg.cpus_per_actor or 1.0, gpus=per_actor_gpus, actors=actors, min_actors=actors)
+    actors = cfg.actors or max(1, int(cpus // 8))
+    cpu_share = cfg.cpus_per_actor or max(0.25, min(4.0, cpus / (4 * actors)))
+    return Resources(cpus=cpu_share, actors=actors, min_actors=actors)
+
+
+RETRIEVAL_SCHEMA = pa.schema([("seed_similarity", pa.float64()), ("nearest_seed", pa.string())])
 
 
 def add_retrieval(ds: Any, cfg: RetrieveConfig, output_prefix: str, storage_cfg: StorageConfig) -> Any:
@@ -125,19 +124,29 @@ def add_retrieval(ds: Any, cfg: RetrieveConfig, output_prefix: str, storage_cfg:
 
     from raypipe.storage import OutputStore
 
-    kwargs = retrieval_map_kwargs(cfg)
-    kwargs["fn_constructor_kwargs"] = {"cfg": cfg, "output_prefix": output_prefix, "storage_cfg": storage_cfg}
-    if kwargs.get("num_gpus"):
+    resources = retrieval_resources(cfg)
+    batch_size = cfg.batch_size * 4
+    if resources.gpus:
         meta = json.loads(OutputStore(output_prefix, storage_cfg).read_bytes(f"{cfg.index_dir.strip('/')}/meta.json"))
-        ds = ds.map_batches(
+        tokenize = FrameStage(
             tokenize_pages,
-            fn_kwargs={
-                "model": meta["model"],
-                "max_tokens": min(cfg.max_tokens, meta["max_tokens"]),
-                "max_chunks": cfg.max_chunks,
-            },
-            batch_format="pandas",
-            batch_size=kwargs["batch_size"],
-            num_cpus=1,
+            needs=("text",),
+            adds=pa.schema([(CHUNKS_COLUMN, pa.list_(pa.list_(pa.int64())))]),
+            resources=Resources(cpus=1.0),
+            batch_size=batch_size,
+            model=meta["model"],
+            max_tokens=min(cfg.max_tokens, meta["max_tokens"]),
+            max_chunks=cfg.max_chunks,
         )
-    return ds.map_batches(SeedRetriever, **kwargs)
+        ds = apply(ds, tokenize)
+    retriever = FrameStage(
+        SeedRetriever,
+        needs=("text",),
+        adds=RETRIEVAL_SCHEMA,
+        resources=resources,
+        batch_size=batch_size,
+        cfg=cfg,
+        output_prefix=output_prefix,
+        storage_cfg=storage_cfg,
+    )
+    return apply(ds, retriever)

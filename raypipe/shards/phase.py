@@ -25,7 +25,6 @@ import pyarrow as pa
 
 from raypipe.config import RunConfig, ShardsConfig, StorageConfig
 from raypipe.mix import MixError, plan_mix
-from raypipe.stage import LIGHT_TASK_CPUS, actor_cpus, cluster_cpus
 from raypipe.shards.layout import shard_layout, shard_name
 from raypipe.shards.manifest import (
     DATASHEET,
@@ -39,6 +38,7 @@ from raypipe.shards.manifest import (
 )
 from raypipe.shards.megatron import ShardFiles, token_dtype, validate_shard, write_shard
 from raypipe.shards.tokenizer import TokenizeStage, load_tokenizer, without_surrogates
+from raypipe.stage import LIGHT_TASK_CPUS, actor_cpus, cluster_cpus
 from raypipe.storage import OutputStore
 from raypipe.streams import DOC_SCHEMA
 
