@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from raypipe.seeds import api_docs, trajectories
+import raypipe.seeds.api_docs as api_docs
+import raypipe.seeds.trajectories as trajectories
 from raypipe.seeds.api_docs import Ctx
 from raypipe.seeds.lenient_json import loads_lenient
 from raypipe.seeds.records import SeedFormatError
