@@ -22,6 +22,7 @@ from raypipe.stage import LIGHT_TASK_CPUS, map_table
 from raypipe.state import RunState
 from raypipe.storage import OutputStore
 from raypipe.streams import DOC_SCHEMA
+from raypipe.summary import SCORE_COLUMNS, score_summary
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +105,6 @@ def load_seed_table(cfg: RunConfig, store: OutputStore) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(store.read_bytes(f"{cfg.retrieve.index_dir.strip('/')}/seeds.parquet")))
 
 
-def _histogram(values: pd.Series, threshold: float | None, lo: float, hi: float, bins: int = 40) -> dict[str, Any]:
-    import numpy as np
-
-    finite = values.dropna().to_numpy(dtype=float)
-    counts, edges = np.histogram(finite, bins=bins, range=(lo, hi))
-    return {"bins": edges.round(4).tolist(), "counts": counts.tolist(), "threshold": threshold}
-
-
 def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
     """Phase 2b: train the fastText classifier (seeds vs a reservoir sample of this crawl's pages,
     ``classify.rounds`` rounds), then score every extracted page and write ``scored/``."""
@@ -134,7 +127,10 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
         rule = load_rule(model_uri, cfg.storage).to_dict()
     else:
         seeds = load_seed_table(cfg, store)
-        pages = sample_pages(read_parts(store, "extracted"), cfg.classify.negatives_sample_size, cfg.seed)
+        kept = sum(u.get("drops", {}).get("kept", 0) for u in state.units("extract").values())
+        pages = sample_pages(
+            read_parts(store, "extracted"), cfg.classify.negatives_sample_size, cfg.seed, population=kept
+        )
         log.info("score: training on %d seeds against %d sampled pages", len(seeds), len(pages))
         similarity = None
         if cfg.classify.mode != "fasttext_only":
@@ -152,14 +148,12 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
 
     ds = add_selection(read_parts(store, "extracted"), cfg.classify, model_uri, cfg.storage, retrieve=retrieve)
     rows = write_dataset(ds, cfg, store, SCORED)
-    scored = read_parts(
-        store, SCORED, columns=["seed_similarity", "agent_score", "selected", "drop_reason", "url"]
-    ).to_pandas()
-    selected = scored[scored["selected"].fillna(False).astype(bool)]
+    thresholds = {"seed_similarity": rule.get("similarity_threshold"), "agent_score": rule.get("ft_threshold")}
+    scored = score_summary(read_parts(store, SCORED, columns=SCORE_COLUMNS), thresholds)
     summary = {
         "pages": rows,
-        "selected": len(selected),
-        "embedded": int(scored["seed_similarity"].notna().sum()),
+        "selected": scored["selected"],
+        "embedded": scored["embedded"],
         "mode": rule.get("mode"),
         "rule": rule,
         "rounds": [
@@ -171,12 +165,9 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
             }
             for r in reports
         ],
-        "drop_reasons": scored["drop_reason"].fillna("selected").value_counts().to_dict(),
-        "top_domains": selected["url"].str.extract(r"^[a-z]+://([^/:]+)")[0].value_counts().head(20).to_dict(),
-        "histograms": {
-            "seed_similarity": _histogram(scored["seed_similarity"], rule.get("similarity_threshold"), -0.2, 1.0),
-            "agent_score": _histogram(scored["agent_score"], rule.get("ft_threshold"), 0.0, 1.0),
-        },
+        "drop_reasons": scored["drop_reasons"],
+        "top_domains": scored["top_domains"],
+        "histograms": scored["histograms"],
         "seconds": round(time.time() - start, 2),
     }
     state.set_phase("score", "done", started=start, summary=summary)

@@ -95,17 +95,37 @@ def kept_pages(batch: pd.DataFrame) -> pd.DataFrame:
 
 
 def sample_pages(
-    ds, k: int, seed: int, key_column: str = "url", columns: Sequence[str] = ("url", "text")
+    ds,
+    k: int,
+    seed: int,
+    key_column: str = "url",
+    columns: Sequence[str] = ("url", "text"),
+    population: int | None = None,
 ) -> pd.DataFrame:
     """Bounded random sample of the kept pages of a Ray dataset; driver memory is O(k) rows.
 
-    Each batch is cut to its own k best rows on the workers, the driver merges the stream.
+    Each batch is cut to its own k best rows on the workers, the driver merges the stream. With
+    ``population`` (how many kept pages there are, known from the extraction funnel), workers also
+    drop every row whose priority lies above a cutoff that about ``k + 6 sqrt(k)`` of the
+    population pass: the rows reaching the driver are then bounded in total, not per batch, and
+    the sample is the same, since the k smallest priorities lie below the cutoff (were fewer than k
+    to pass, an astronomically rare event, the sample is taken again without the cutoff).
     """
+    cutoff = None
+    if population and population > k:
+        expected = k + 6 * k**0.5 + 10
+        cutoff = int(min(1.0, expected / population) * np.iinfo(np.uint64).max)
     sampler = ReservoirSampler(k, seed, key_column, columns)
 
     def local(batch: pd.DataFrame) -> pd.DataFrame:
-        return sampler(kept_pages(batch))
+        rows = kept_pages(batch)
+        if cutoff is not None:
+            priority = hash_priority(rows[key_column], seed)
+            rows = rows[priority <= np.uint64(cutoff)].assign(**{PRIORITY: priority[priority <= np.uint64(cutoff)]})
+        return sampler(rows)
 
     for batch in map_table(ds, local, batch_format="pandas").iter_batches(batch_format="pandas"):
         sampler.add(batch)
+    if cutoff is not None and len(sampler.sample()) < k:
+        return sample_pages(ds, k, seed, key_column, columns)
     return sampler.sample()
