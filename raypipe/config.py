@@ -89,6 +89,12 @@ class RayConfig(Section):
     progress_bars: bool | None = Field(
         None, description="Ray Data progress bars; None = only when stdout is a terminal."
     )
+    resource_wait_s: int = Field(
+        60,
+        gt=0,
+        description="Seconds to wait for requested GPUs the cluster does not show yet (the autoscaler's time to "
+        "bring nodes) before the run fails naming the resource; raise it on KubeRay, where GPU nodes start from zero.",
+    )
 
 
 class SeedsConfig(Section):

@@ -117,7 +117,8 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
     from raypipe.classify.plan import add_selection
     from raypipe.classify.reservoir import sample_pages
     from raypipe.classify.rounds import run_rounds, score_frame
-    from raypipe.retrieve.stage import add_retrieval
+    from raypipe.retrieve.stage import add_retrieval, retrieval_resources
+    from raypipe.runtime import resources_within
 
     start = time.time()
     state.set_phase("score", "running", started=start)
@@ -147,7 +148,8 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
         return add_retrieval(ds, cfg.retrieve, cfg.output, cfg.storage)
 
     ds = add_selection(read_parts(store, "extracted"), cfg.classify, model_uri, cfg.storage, retrieve=retrieve)
-    rows = write_dataset(ds, cfg, store, SCORED)
+    with resources_within(retrieval_resources(cfg.retrieve), cfg.ray.resource_wait_s, "retrieve.num_gpus"):
+        rows = write_dataset(ds, cfg, store, SCORED)
     thresholds = {"seed_similarity": rule.get("similarity_threshold"), "agent_score": rule.get("ft_threshold")}
     scored = score_summary(read_parts(store, SCORED, columns=SCORE_COLUMNS), thresholds)
     summary = {

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from raypipe.config import RunConfig
 from raypipe.ratelimit import start_rate_limiter
+from raypipe.stage import Resources
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +91,43 @@ def ensure_cwd() -> None:
         os.getcwd()
     except FileNotFoundError:
         os.chdir(os.environ.get("PWD") or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@contextmanager
+def resources_within(resources: Resources, wait_s: int, knob: str, poll_s: float = 2.0) -> Iterator[None]:
+    """Run a plan whose actors ask for ``resources``; fail in ``wait_s`` if the GPUs never appear.
+
+    A GPU the cluster does not show yet may still come: the pool's GPUs are asked of the
+    autoscaler up front (``request_resources``; on KubeRay it starts GPU nodes from zero) and the
+    plan starts once one actor's worth is there. On a cluster where none can ever appear (a
+    laptop, a CPU-only cluster) the run fails after ``wait_s`` naming the missing resource and the
+    knob, instead of waiting forever on a pending actor.
+    """
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    def visible() -> float:
+        return float(ray.cluster_resources().get("GPU", 0.0))
+
+    if not resources.gpus or visible() >= resources.gpus:
+        yield
+        return
+    bundle = {"GPU": resources.gpus, "CPU": resources.cpus}
+    request_resources(bundles=[bundle] * max(1, resources.actors or 1))
+    log.warning(
+        "actors ask for %s GPU each (%s) and the cluster shows %s: waiting up to %ss for GPU nodes",
+        resources.gpus, knob, visible(), wait_s,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + wait_s
+        while visible() < resources.gpus:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"no GPU appeared within {wait_s}s for actors that ask for {resources.gpus} GPU each ({knob}): "
+                    f"this cluster shows {visible()} GPUs. Set {knob}: auto (or 0) to embed on CPU, or raise "
+                    "ray.resource_wait_s if GPU nodes are still starting."
+                )
+            time.sleep(poll_s)
+        yield
+    finally:
+        request_resources(bundles=[])

@@ -4,6 +4,7 @@ arguments under the small-cluster rules, and one adapter runs a stage as tasks o
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -110,3 +111,18 @@ def test_map_table_may_change_rows_and_passes_its_arguments(local_ray) -> None:
         return batch.filter(pa.array([n % of == 0 for n in batch.column("n").to_pylist()]))
 
     assert sorted(r["n"] for r in map_table(ds, keep_multiples, of=3).take_all()) == [0, 3, 6, 9]
+
+
+def test_a_gpu_that_never_comes_fails_the_plan_naming_it(local_ray) -> None:
+    """A local Ray has no GPU and no autoscaler: the plan must fail in the configured wait, not hang."""
+    from raypipe.runtime import resources_within
+
+    gpu = Resources(cpus=0.25, gpus=1.0, actors=1)
+    ds = apply(ray.data.from_items([{"text": "x"}] * 4), setup_counter(gpu))
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"no GPU appeared within 3s .*retrieve\.num_gpus"):
+        with resources_within(gpu, wait_s=3, knob="retrieve.num_gpus", poll_s=0.2):
+            ds.take_all()
+    assert time.monotonic() - started < 60
+    with resources_within(Resources(cpus=0.25, actors=1), wait_s=3, knob="unused"):  # no GPU asked: no wait
+        assert len(apply(ray.data.from_items([{"text": "x"}] * 4), setup_counter(Resources())).take_all()) == 4
