@@ -2,7 +2,7 @@
 
 raypipe's stages run in one process on the same WARC, each timed on its own:
 
-- extract+filter: ``read_warc_file`` + ``ExtractStage`` (language and Gopher quality), keep ``quality_ok``;
+- extract+filter: ``read_warc_file`` + ``ExtractStage`` + its ``Select`` (language, Gopher quality), keep what passes;
 - dedup: exact + MinHash-LSH from ``raypipe.dedup`` (fingerprints, then the per-partition grouping
   that the distributed plan runs after its shuffle, here on one partition);
 - tokenize: ``raypipe.shards.tokenizer.TokenizeStage`` (LLaMA-3 by default).
@@ -81,7 +81,7 @@ def raypipe_e2e(warc: Path) -> dict[str, Measure | str]:
 
     def extract_filter() -> tuple[int, int, dict]:
         pages, docs = raypipe_extract_frame(warc)
-        holder["docs"] = docs[docs["quality_ok"]][["doc_id", "url", "text"]].reset_index(drop=True)
+        holder["docs"] = docs[docs["drop_reason"].isna()][["doc_id", "url", "text"]].reset_index(drop=True)
         return pages, len(holder["docs"]), {}
 
     results["extract+filter"] = timed("raypipe extract+filter", extract_filter)

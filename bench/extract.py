@@ -42,13 +42,13 @@ def raypipe_documents(warc: Path) -> Iterator[pa.Table]:
     import pyarrow.compute as pc
 
     from raypipe.config import ExtractConfig, QualityConfig, StorageConfig
-    from raypipe.extract import ExtractStage
+    from raypipe.extract import extract_and_select
     from raypipe.warc import read_warc_file
 
     cfg = ExtractConfig()
-    stage = ExtractStage(cfg, QualityConfig())
+    quality = QualityConfig()
     for table in read_warc_file(str(warc), StorageConfig(), cfg):
-        out = stage(table)
+        out = extract_and_select(table, cfg, quality)
         yield out.filter(pc.is_valid(out.column("url")))
 
 
@@ -60,7 +60,7 @@ def raypipe_extract(warc: Path) -> Measure:
         for docs in raypipe_documents(warc):
             pages += docs.num_rows
             extracted += pc.sum(pc.greater(pc.utf8_length(docs.column("text")), 0)).as_py() or 0
-            kept += pc.sum(docs.column("quality_ok")).as_py() or 0
+            kept += docs.num_rows - docs.column("drop_reason").drop_null().length()
         return pages, extracted, {"quality_kept": kept}
 
     return timed("raypipe", go)

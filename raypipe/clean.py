@@ -1,10 +1,12 @@
 """Phase 3, clean: decontamination, global exact dedup and MinHash-LSH near dedup on Ray Data.
 
 ``run_clean(ds, cfg, store)`` takes documents (``doc_id``, ``url``, ``text``, ``stream`` and
-optionally an earlier ``drop_reason``) and returns every row, with ``drop_reason`` set to
-``contamination``, ``duplicate_exact`` or ``duplicate_near`` where this phase drops it and
-``duplicate_of`` naming the document it duplicates. Nothing is removed: ``candidates/`` accounts
-for every page, and the caller filters.
+optionally an earlier ``drop_reason`` and ``select_reason``) and returns every row, tagged
+(``contaminated``, ``duplicate``, ``duplicate_of``) and with the verdict of one
+:class:`~raypipe.select.Select` over :data:`CLEAN_RULES`: ``drop_reason`` is ``contamination``,
+``duplicate_exact`` or ``duplicate_near`` where this phase drops the row (``stream`` then null),
+and kept rows keep the stream an earlier verdict routed them to. Nothing is removed:
+``candidates/`` accounts for every page, and the caller filters on ``stream``.
 
 Order and precedence: a row dropped by an earlier phase keeps its reason and takes no part here.
 Contamination is decided first and contaminated rows take no part in dedup (otherwise a clean
@@ -55,6 +57,7 @@ from raypipe.dedup.normalize import normalize_text, word_hashes, words
 from raypipe.dedup.precision import pair_sample_mask, precision_report
 from raypipe.dedup.shuffle import partitions_for
 from raypipe.filesource import parquet_dataset
+from raypipe.select import Flag, PriorRoute, Select, TagReason
 from raypipe.stage import LIGHT_TASK_CPUS, Resources, Stage, apply, cluster_cpus, map_table
 from raypipe.storage import OutputStore
 
@@ -63,6 +66,9 @@ log = logging.getLogger(__name__)
 DUPLICATE_EXACT = "duplicate_exact"
 DUPLICATE_NEAR = "duplicate_near"
 FINGERPRINTS = "clean/fingerprints"
+CLEAN_RULES = [TagReason("drop_reason"), Flag("contaminated", CONTAMINATION), TagReason("duplicate")]
+"""The clean phase's drop rules, in precedence order: a row dropped earlier keeps its reason, then
+contamination, then duplicates (contaminated rows take no part in dedup, see above)."""
 _WORK_COLUMNS = ["lsh_buckets", "minhash_sketch", "_eligible", "_label_reason", "_label_of"]
 _FINGERPRINT_TYPES = {
     "text_hash": pa.string(),
@@ -129,17 +135,13 @@ class CleanFingerprinter(Stage):
         return table
 
 
-def _finalize(batch: pd.DataFrame) -> pd.DataFrame:
-    """Set ``drop_reason``/``duplicate_of`` by precedence and drop the work columns."""
-    reason = batch["drop_reason"].astype(object)
-    prior = reason.notna()
-    reason = reason.where(prior, None)
-    contaminated = ~prior & batch["contaminated"].astype(bool)
-    label = batch["_label_reason"] if "_label_reason" in batch else pd.Series(None, index=batch.index, dtype=object)
-    label_of = batch["_label_of"] if "_label_of" in batch else pd.Series(None, index=batch.index, dtype=object)
-    duplicate = ~prior & ~contaminated & label.notna()
-    reason = reason.where(~contaminated, CONTAMINATION).where(~duplicate, label)
-    batch = batch.assign(drop_reason=reason, duplicate_of=label_of.astype(object).where(duplicate, None))
+def _tag_duplicates(batch: pd.DataFrame) -> pd.DataFrame:
+    """Turn the joined labels into tags (``duplicate``: exact or near, ``duplicate_of``) and drop
+    the work columns; :data:`CLEAN_RULES` under :class:`Select` decides."""
+    none = pd.Series(None, index=batch.index, dtype=object)
+    label = batch["_label_reason"].astype(object) if "_label_reason" in batch else none
+    label_of = batch["_label_of"].astype(object) if "_label_of" in batch else none
+    batch = batch.assign(duplicate=label.where(label.notna(), None), duplicate_of=label_of.where(label.notna(), None))
     return batch.drop(columns=[c for c in _WORK_COLUMNS if c in batch])
 
 
@@ -349,7 +351,7 @@ def run_clean(
         result = fingerprints.join(all_labels, "left_outer", num_partitions=full_partitions, on=("doc_id",))
     else:
         result = fingerprints
-    result = map_table(result, _finalize, batch_format="pandas")
+    result = apply(map_table(result, _tag_duplicates, batch_format="pandas"), Select(CLEAN_RULES, PriorRoute()))
 
     report_columns = ["drop_reason", "contaminated", "contamination_benchmarks", "contamination_items"]
     earlier, counts[CONTAMINATION], contamination = _report(fingerprints.select_columns(report_columns), partitions)

@@ -47,6 +47,13 @@ class StorageConfig(Section):
     )
 
 
+class FilterSpec(Section):
+    """A page filter of your own: a tagging stage and its rule (docs/stages.md)."""
+
+    path: str = Field(description="'module:Class' of a raypipe.stage.Stage subclass that has a rule() method.")
+    options: dict[str, Any] = Field({}, description="Keyword arguments for the class.")
+
+
 class ExtractConfig(Section):
     extractor: Literal["resiliparse", "trafilatura"] = Field(
         "resiliparse", description="Main-content extractor: resiliparse (fast) or trafilatura."
@@ -63,6 +70,9 @@ class ExtractConfig(Section):
         1200, ge=0, description="Language-id distance above which the guess is untrusted (resiliparse rank)."
     )
     batch_size: int = Field(64, gt=0, description="Documents per extraction batch.")
+    filters: list[FilterSpec] = Field(
+        [], description="Extra page filters run after extraction, each a tagging stage plus one drop rule."
+    )
 
 
 class QualityConfig(Section):

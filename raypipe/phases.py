@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raypipe.config import RunConfig
+from raypipe.extract.stage import EXTRACT_TAGS
 from raypipe.stage import LIGHT_TASK_CPUS, map_table
 from raypipe.state import RunState
 from raypipe.storage import OutputStore
@@ -42,18 +43,19 @@ CLEAN_SCHEMA = pa.schema(
         ("drop_reason", pa.string()),
         ("select_reason", pa.string()),
         ("selected", pa.bool_()),
-        ("quality_ok", pa.bool_()),
         ("seed_similarity", pa.float64()),
         ("agent_score", pa.float64()),
         ("nearest_seed", pa.string()),
         ("source_file", pa.string()),
-        ("language", pa.string()),
+        *EXTRACT_TAGS,
     ]
 )
 CANDIDATE_COLUMNS = [
-    "doc_id", "url", "source_file", "language", "quality_ok", "seed_similarity", "agent_score",
-    "nearest_seed", "stream", "selected", "drop_reason", "duplicate_of",
+    "doc_id", "url", "source_file", "seed_similarity", "agent_score", "nearest_seed", "contaminated",
+    "duplicate", "duplicate_of", "stream", "selected", "drop_reason", *EXTRACT_TAGS.names,
 ]  # fmt: skip
+"""``candidates/``: every page's verdict and every tag the verdict came from (no text), so that
+``raypipe.select.reselect`` can re-make it with other thresholds."""
 
 
 def read_parts(store: OutputStore, folder: str, columns: list[str] | None = None):
@@ -117,6 +119,7 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
     from raypipe.classify.plan import add_selection
     from raypipe.classify.reservoir import sample_pages
     from raypipe.classify.rounds import run_rounds, score_frame
+    from raypipe.extract import extract_rules
     from raypipe.retrieve.stage import add_retrieval, retrieval_resources
     from raypipe.runtime import resources_within
 
@@ -147,7 +150,14 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
     def retrieve(ds: Any) -> Any:
         return add_retrieval(ds, cfg.retrieve, cfg.output, cfg.storage)
 
-    ds = add_selection(read_parts(store, "extracted"), cfg.classify, model_uri, cfg.storage, retrieve=retrieve)
+    ds = add_selection(
+        read_parts(store, "extracted"),
+        cfg.classify,
+        model_uri,
+        cfg.storage,
+        retrieve=retrieve,
+        drop_rules=extract_rules(cfg.extract, cfg.quality),
+    )
     with resources_within(retrieval_resources(cfg.retrieve), cfg.ray.resource_wait_s, "retrieve.num_gpus"):
         rows = write_dataset(ds, cfg, store, SCORED)
     thresholds = {"seed_similarity": rule.get("similarity_threshold"), "agent_score": rule.get("ft_threshold")}
@@ -184,16 +194,13 @@ def _as_clean_table(frame: pd.DataFrame) -> pa.Table:
 
 
 def clean_input(batch: pd.DataFrame) -> pa.Table:
-    """Scored pages -> clean-phase rows: selected pages are the ``agent`` stream, the other pages
-    that passed quality the ``text`` stream (their selection reason kept in ``select_reason``)."""
+    """Scored pages -> clean-phase rows. The score phase's verdict routed each kept page to a
+    stream; a ``text`` page's reason for not being selected moves to ``select_reason`` so that
+    ``drop_reason`` names only pages out of the corpus (those take no part in cleaning)."""
     out = batch.copy()
-    selected = out["selected"].fillna(False).astype(bool)
-    text = ~selected & out["quality_ok"].fillna(False).astype(bool)
-    out["stream"] = None
-    out.loc[selected, "stream"] = "agent"
-    out.loc[text, "stream"] = "text"
-    out["select_reason"] = out["drop_reason"].where(text, None)
-    out.loc[selected | text, "drop_reason"] = None
+    kept = out["stream"].notna()
+    out["select_reason"] = out["drop_reason"].where(out["stream"].eq("text"), None)
+    out["drop_reason"] = out["drop_reason"].where(~kept, None)
     out["source"] = "web"
     out["license"] = None
     return _as_clean_table(out)
@@ -211,7 +218,6 @@ def seed_documents(seeds: pd.DataFrame) -> pa.Table:
                 "source": "seed:" + seeds["source"].astype(str),
                 "license": seeds["license"],
                 "selected": True,
-                "quality_ok": True,
             }
         )
     )
@@ -234,25 +240,13 @@ def run_clean_phase(cfg: RunConfig, store: OutputStore, state: RunState) -> dict
     seeds = ray.data.from_arrow(seed_documents(load_seed_table(cfg, store)))
     cleaned, clean_stats = run_clean(pages.union(seeds), cfg, store)
     rows = write_dataset(cleaned, cfg, store, CLEAN)
-    final = map_table(read_parts(store, CLEAN), finalize_candidates, batch_format="pandas")
-    pages_only = final.filter(lambda row: not str(row["doc_id"]).startswith("seed:"), num_cpus=LIGHT_TASK_CPUS)
+    pages_only = read_parts(store, CLEAN).filter(
+        lambda row: not str(row["doc_id"]).startswith("seed:"), num_cpus=LIGHT_TASK_CPUS
+    )
     candidates = write_dataset(pages_only, cfg, store, CANDIDATES, columns=CANDIDATE_COLUMNS)
     summary = {"documents": rows, "candidates": candidates, **clean_stats, "seconds": round(time.time() - start, 2)}
     state.set_phase("clean", "done", started=start, summary=summary)
     return summary
-
-
-def finalize_candidates(batch: pd.DataFrame) -> pd.DataFrame:
-    """Final verdict per page: selected only if it was selected and survived cleaning; otherwise
-    the clean phase's reason, or the selection rule's reason for a page kept as general text."""
-    out = batch.copy()
-    clean_drop = out["drop_reason"].notna()
-    out["selected"] = out["selected"].fillna(False).astype(bool) & ~clean_drop & out["stream"].eq("agent")
-    is_text = out["stream"].eq("text") & ~clean_drop
-    out.loc[is_text, "drop_reason"] = out.loc[is_text, "select_reason"]
-    if "duplicate_of" not in out:
-        out["duplicate_of"] = None
-    return out
 
 
 def run_shard_phase(cfg: RunConfig, store: OutputStore, state: RunState, funnel: list[dict]) -> dict[str, Any]:
@@ -265,10 +259,9 @@ def run_shard_phase(cfg: RunConfig, store: OutputStore, state: RunState, funnel:
     state.set_phase("shard", "running", started=start)
     docs = read_parts(store, CLEAN)
     keep = ["doc_id", "url", "text", "stream", "source", "license", "seed_similarity", "agent_score"]
-    survivors = docs.filter(lambda row: row["drop_reason"] is None, num_cpus=LIGHT_TASK_CPUS)
 
     def stream(name: str) -> Any:
-        return survivors.filter(lambda row: row["stream"] == name, num_cpus=LIGHT_TASK_CPUS).select_columns(keep)
+        return docs.filter(lambda row: row["stream"] == name, num_cpus=LIGHT_TASK_CPUS).select_columns(keep)
 
     streams: dict[str, Any] = {name: stream(name) for name in ("agent", "text")}
     streams.update(configured_streams(cfg.mix, cfg.storage))

@@ -21,9 +21,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raypipe.config import RunConfig, StorageConfig
-from raypipe.extract import ExtractStage
+from raypipe.extract import ExtractStage, extract_rules
+from raypipe.extract.stage import load_filters
 from raypipe.report import write_report
 from raypipe.runtime import ensure_cwd, init_ray
+from raypipe.select import Select
 from raypipe.stage import LIGHT_TASK_CPUS, Resources, apply, cluster_cpus, sink
 from raypipe.state import RunState
 from raypipe.storage import OutputStore, expand_inputs, redact, s3_endpoint
@@ -196,7 +198,11 @@ def run_extract(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str
         for uri in todo:  # partial output of an interrupted file is redone from scratch
             store.delete(f"{EXTRACTED}/{file_stem(uri)}")
         ds = warc_dataset(todo, cfg.storage, cfg.extract, cfg.limit_records)
-        ds = apply(ds, ExtractStage(cfg.extract, cfg.quality))
+        extract = ExtractStage(cfg.extract)
+        ds = apply(ds, extract)
+        for page_filter in load_filters(cfg.extract):
+            ds = apply(ds, page_filter)
+        ds = apply(ds, Select(extract_rules(cfg.extract, cfg.quality), None, extract.batch_size, extract.resources))
         ds = sink(ds, PartWriter, cfg.output, cfg.storage, EXTRACTED, resources=_writer_resources())
         tracker = ExtractTracker(state, len(uris), len(uris) - len(todo))
         for batch in ds.iter_batches(batch_format="pandas", batch_size=None):

@@ -9,10 +9,11 @@ The verdict, for each row:
 
 1. the first *drop* rule, in order, that names a reason drops the page from the corpus:
    ``drop_reason`` is that reason, ``stream`` is null;
-2. otherwise the *agent* rule (the classifier's fitted thresholds), where there is one, routes
-   the page: selected pages go to the ``agent`` stream with no reason, the others to the ``text``
-   stream with the agent rule's reason (``low_agent_score``, ``low_seed_similarity``, ``no_text``)
-   kept in ``drop_reason``, so ``candidates/`` says why each page was not selected;
+2. otherwise the *agent* rule (the classifier's fitted thresholds, or :class:`PriorRoute`, the
+   routing an earlier verdict made), where there is one, routes the page: selected pages go to
+   the ``agent`` stream with no reason, the others to the ``text`` stream with the agent rule's
+   reason (``low_agent_score``, ``low_seed_similarity``, ``no_text``) kept in ``drop_reason``, so
+   ``candidates/`` says why each page was not selected;
 3. with no agent rule yet (before scoring), a kept page is ``text`` with no reason.
 
 A rule is any object with ``name``, the tag columns it ``needs`` and ``reasons(frame)``: a reason
@@ -30,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 
 from raypipe.config import QualityConfig
-from raypipe.stage import Stage
+from raypipe.stage import Resources, Stage
 
 AGENT, TEXT = "agent", "text"
 VERDICT_SCHEMA = pa.schema([("selected", pa.bool_()), ("stream", pa.string()), ("drop_reason", pa.string())])
@@ -84,19 +85,28 @@ class Flag:
 
 @dataclass(frozen=True)
 class Language:
-    """Drops pages identified as a language not kept; ``unknown`` (prose too thin or code-heavy to
-    tell) passes, and an empty list keeps every language."""
+    """Drops pages identified as a language not kept, or identified too weakly (a rank past
+    ``max_rank``); ``unknown`` (prose too thin or code-heavy to tell) passes, and an empty list
+    keeps every language."""
 
     languages: tuple[str, ...]
+    max_rank: int | None = None
     name: str = "language"
-    needs: tuple[str, ...] = ("language",)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ("language",) if self.max_rank is None else ("language", "language_rank")
 
     def reasons(self, frame: pd.DataFrame) -> np.ndarray:
         if not self.languages:
             return _none(len(frame))
         lang = frame["language"].astype(object).to_numpy()
-        foreign = np.array([lg is not None and lg == lg and lg not in self.languages for lg in lang], dtype=bool)
-        return np.where(foreign & (lang != "unknown"), "language", None).astype(object)
+        known = np.array([lg is not None and lg == lg and lg != "unknown" for lg in lang], dtype=bool)
+        foreign = known & np.array([lg not in self.languages for lg in lang], dtype=bool)
+        if self.max_rank is not None:
+            rank = frame["language_rank"].astype("Float64").fillna(0).to_numpy(dtype=float)
+            foreign |= known & (rank > self.max_rank)
+        return np.where(foreign, "language", None).astype(object)
 
 
 @dataclass(frozen=True)
@@ -149,13 +159,42 @@ class AgentRule:
         return selected, np.where(free & ~selected, reasons, None).astype(object)
 
 
+@dataclass(frozen=True)
+class PriorRoute:
+    """Keeps the routing an earlier verdict made (``stream`` agent or text, and the agent rule's
+    reason in ``select_reason``) for the rows the later drop rules let through: the clean phase
+    adds contamination and duplicate tags but does not re-score."""
+
+    name: str = "prior_route"
+    needs: tuple[str, ...] = ("stream",)
+
+    def routes(self, frame: pd.DataFrame, free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        stream = frame["stream"].astype(object).to_numpy()
+        selected = free & (stream == AGENT)
+        if "select_reason" not in frame:
+            return selected, _none(len(frame))
+        reasons = frame["select_reason"].astype(object).to_numpy()
+        reasons = np.where(pd.isna(reasons), None, reasons)
+        return selected, np.where(free & ~selected, reasons, None).astype(object)
+
+
 class Select(Stage):
-    """The verdict stage (see the module docstring): adds ``selected``, ``stream``, ``drop_reason``."""
+    """The verdict stage (see the module docstring): adds ``selected``, ``stream``, ``drop_reason``.
+
+    ``resources`` may match the stage before it, so that Ray Data fuses the two into one task.
+    """
 
     adds = VERDICT_SCHEMA
 
-    def __init__(self, rules: Sequence[Rule], agent: AgentRule | None = None, batch_size: int | None = 1024):
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        agent: AgentRule | PriorRoute | None = None,
+        batch_size: int | None = 1024,
+        resources: Resources | None = None,
+    ):
         self.rules, self.agent = list(rules), agent
+        self.resources = resources or Resources()
         self.needs = tuple(dict.fromkeys(c for r in [*self.rules, *([agent] if agent else [])] for c in r.needs))
         self.batch_size = batch_size
 
@@ -176,7 +215,8 @@ class Select(Stage):
         return {"selected": selected, "stream": stream, "drop_reason": reason}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        verdict = self.decide(batch.select(list(self.needs)).to_pandas())
+        optional = [c for c in ("select_reason", "seed_similarity") if c in batch.column_names]
+        verdict = self.decide(batch.select(list(dict.fromkeys([*self.needs, *optional]))).to_pandas())
         table = batch.drop_columns([c for c in VERDICT_SCHEMA.names if c in batch.column_names])
         for name in VERDICT_SCHEMA.names:
             values = [None if pd.isna(v) else v for v in verdict[name]]
@@ -184,6 +224,6 @@ class Select(Stage):
         return table
 
 
-def reselect(table: pa.Table, rules: Sequence[Rule], agent: AgentRule | None = None) -> pa.Table:
+def reselect(table: pa.Table, rules: Sequence[Rule], agent: AgentRule | PriorRoute | None = None) -> pa.Table:
     """Re-make the verdict of tagged rows (e.g. ``candidates/``) under other rules or thresholds."""
     return Select(rules, agent).run(table)

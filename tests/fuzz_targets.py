@@ -20,7 +20,7 @@ import pyarrow as pa
 from hypothesis import strategies as st
 
 from raypipe.config import ExtractConfig, QualityConfig
-from raypipe.extract import ExtractStage
+from raypipe.extract import extract_and_select
 from raypipe.warc import SCHEMA, FileStats, iter_html_records
 
 # Small real files: CC-style request/response/metadata triples, wget pages, revisits, warcinfo.
@@ -199,11 +199,11 @@ def html_cases(draw: st.DrawFn) -> tuple[bytes, str | None]:
     return payload, declared
 
 
-_STAGE = ExtractStage(ExtractConfig(timeout_s=5.0), QualityConfig())
+_CFG = ExtractConfig(timeout_s=5.0)
 
 
 def check_extract(cases: list[tuple[bytes, str | None]]) -> pa.Table:
-    """Run one batch through ExtractStage: one output row per input, each kept or with a reason."""
+    """Run one batch through extraction and its verdict: one output row per input, each kept or with a reason."""
     rows = []
     for i, (payload, charset) in enumerate(cases):
         row = dict.fromkeys(SCHEMA.names)
@@ -217,10 +217,10 @@ def check_extract(cases: list[tuple[bytes, str | None]]) -> pa.Table:
             charset=charset,
         )
         rows.append(row)
-    out = _STAGE(pa.Table.from_pylist(rows, schema=SCHEMA))
+    out = extract_and_select(pa.Table.from_pylist(rows, schema=SCHEMA), _CFG, QualityConfig())
     assert out.num_rows == len(cases)
     for doc in out.to_pylist():
         assert isinstance(doc["text"], str)
-        assert doc["quality_ok"] == (doc["drop_reason"] is None)
+        assert (doc["stream"] is not None) == (doc["drop_reason"] is None)
         assert doc["language"] is None or isinstance(doc["language"], str)
     return out

@@ -12,7 +12,7 @@ import pytest
 
 from raypipe.cli import main
 from raypipe.config import ConfigError, ExtractConfig, QualityConfig, StorageConfig, load_config
-from raypipe.extract import ExtractStage
+from raypipe.extract import extract_and_select
 from raypipe.storage import StorageError, expand_inputs
 from raypipe.warc import read_warc_file
 from tests.bad_warcs import MAX_HTML_BYTES, MAX_RECORD_BYTES, build_bad_warcs
@@ -28,7 +28,7 @@ def bad_files(shared_data, tmp_path_factory):
 def read(path):
     """(document rows after extraction, file stats) for one file, as the pipeline sees them."""
     tables = list(read_warc_file(str(path), StorageConfig(), CFG))
-    out = pa.concat_tables(ExtractStage(CFG, QualityConfig())(t) for t in tables)
+    out = pa.concat_tables(extract_and_select(t, CFG, QualityConfig()) for t in tables)
     docs = out.filter(pc.is_valid(out.column("url"))).to_pylist()
     stats = json.loads(out.filter(pc.is_null(out.column("url"))).column("file_stats")[0].as_py())
     return docs, stats
@@ -58,7 +58,7 @@ def test_damaged_file_is_read_and_accounted_for(bad_files, name):
     for reason, count in bad.damage.items():
         assert stats["damage"].get(reason, 0) == count, stats
     for d in docs:
-        assert d["quality_ok"] == (d["drop_reason"] is None)
+        assert (d["stream"] is not None) == (d["drop_reason"] is None)
         assert isinstance(d["text"], str)
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from raypipe.config import ExtractConfig, QualityConfig
-from raypipe.extract import ExtractStage
+from raypipe.extract import ExtractStage, extract_and_select
 from raypipe.extract.html import decode_html, extract_text
 from raypipe.extract.quality import quality_signals, quality_verdict
 from raypipe.warc import SCHEMA
@@ -64,14 +64,14 @@ def test_stage_gives_every_dropped_page_a_reason(shared_data):
     from raypipe.config import StorageConfig
     from raypipe.warc import read_warc_file
 
-    stage = ExtractStage(ExtractConfig(), QualityConfig())
     path = shared_data / "warc" / "built" / "web-00001.warc.gz"
-    out = pa.concat_tables(stage(t) for t in read_warc_file(str(path), StorageConfig(), ExtractConfig()))
+    tables = read_warc_file(str(path), StorageConfig(), ExtractConfig())
+    out = pa.concat_tables(extract_and_select(t, ExtractConfig(), QualityConfig()) for t in tables)
     docs = out.filter(pa.compute.is_valid(out.column("url"))).to_pylist()
     assert len(docs) == 110
     for d in docs:
-        assert d["quality_ok"] == (d["drop_reason"] is None)
-    kept = [d for d in docs if d["quality_ok"]]
+        assert (d["stream"] == "text") == (d["drop_reason"] is None)
+    kept = [d for d in docs if d["drop_reason"] is None]
     assert kept and all(d["language"] == "en" and d["n_words"] >= 50 for d in kept)
     assert {d["drop_reason"] for d in docs} >= {None, "language"}
     assert len({d["doc_id"] for d in docs}) == len(docs)
@@ -80,7 +80,7 @@ def test_stage_gives_every_dropped_page_a_reason(shared_data):
 def test_marker_rows_pass_through():
     marker = {c: None for c in SCHEMA.names}
     marker.update(source_file="f", record_index=-1, file_stats='{"records": 0}')
-    out = ExtractStage(ExtractConfig(), QualityConfig())(pa.Table.from_pylist([marker], schema=SCHEMA))
+    out = ExtractStage(ExtractConfig()).run(pa.Table.from_pylist([marker], schema=SCHEMA))
     assert out.num_rows == 1 and out.column("file_stats")[0].as_py() == '{"records": 0}'
 
 

@@ -15,7 +15,7 @@ the cascade.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,19 +26,12 @@ from raypipe.classify.classifier import load_rule
 from raypipe.classify.rule import SelectionRule
 from raypipe.classify.stage import AgentScorer
 from raypipe.config import ClassifyConfig, StorageConfig
+from raypipe.select import AgentRule, Rule, Select, TagReason
 from raypipe.stage import FrameStage, Resources, apply
 
 HIDDEN_TEXT = "_unembedded_text"
 Retrieve = Callable[[Any], Any]
-SELECTION_SCHEMA = pa.schema(
-    [
-        ("agent_score", pa.float64()),
-        ("seed_similarity", pa.float64()),
-        ("nearest_seed", pa.string()),
-        ("selected", pa.bool_()),
-        ("drop_reason", pa.string()),
-    ]
-)
+RETRIEVAL_SCHEMA = pa.schema([("seed_similarity", pa.float64()), ("nearest_seed", pa.string())])
 
 
 def scorer_resources(cfg: ClassifyConfig, resources: dict[str, float] | None = None) -> Resources:
@@ -71,14 +64,10 @@ def restore_text(batch: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def apply_rule(batch: pd.DataFrame, rule: dict[str, Any]) -> pd.DataFrame:
-    """Selection stage: ``selected`` and ``drop_reason`` (plus null similarity columns if no embedding ran)."""
-    out = batch.copy()
-    if "seed_similarity" not in out:
-        out["seed_similarity"] = np.nan
-    if "nearest_seed" not in out:
-        out["nearest_seed"] = pd.Series([None] * len(out), index=out.index, dtype=object)
-    return SelectionRule.from_dict(rule).apply(out)
+def without_similarity(batch: pd.DataFrame) -> pd.DataFrame:
+    """Null ``seed_similarity``/``nearest_seed`` where no embedding ran (``fasttext_only``), so every
+    mode writes one schema."""
+    return batch.assign(seed_similarity=np.nan, nearest_seed=pd.Series([None] * len(batch), dtype=object))
 
 
 def add_agent_score(ds: Any, model_uri: str, cfg: ClassifyConfig, storage_cfg: StorageConfig) -> Any:
@@ -101,13 +90,15 @@ def add_selection(
     storage_cfg: StorageConfig,
     retrieve: Retrieve | None = None,
     mode: str | None = None,
+    drop_rules: Sequence[Rule] | None = None,
 ) -> Any:
     """Append scoring, (cascade-gated) embedding and selection to a dataset of extracted pages.
 
-    Reads ``text`` and, if present, ``drop_reason`` (and ``quality_ok`` through the retrieval
-    stage); adds ``agent_score``, ``seed_similarity``, ``nearest_seed``, ``selected`` and fills
-    ``drop_reason`` for every page not selected. ``mode`` defaults to ``cfg.mode``; the
-    thresholds always come from the model's metrics.json.
+    Reads ``text`` and the tags ``drop_rules`` need (default: the extraction's verdict in
+    ``drop_reason``); adds ``agent_score``, ``seed_similarity``, ``nearest_seed`` and the verdict
+    (``selected``, ``stream``, ``drop_reason``) of one :class:`~raypipe.select.Select` over
+    ``drop_rules`` and the fitted agent rule. ``mode`` defaults to ``cfg.mode``; the thresholds
+    always come from the model's metrics.json.
     """
     rule = load_rule(model_uri, storage_cfg).with_mode(mode or cfg.mode).to_dict()
     ds = add_agent_score(ds, model_uri, cfg, storage_cfg)
@@ -119,5 +110,7 @@ def add_selection(
         ds = retrieve(ds)
         restored = pa.schema([("text", pa.string())])
         ds = apply(ds, FrameStage(restore_text, needs=("text", HIDDEN_TEXT), adds=restored, batch_size=cfg.batch_size))
-    selection = FrameStage(apply_rule, needs=("text",), adds=SELECTION_SCHEMA, batch_size=cfg.batch_size, rule=rule)
-    return apply(ds, selection)
+    else:
+        ds = apply(ds, FrameStage(without_similarity, needs=(), adds=RETRIEVAL_SCHEMA, batch_size=cfg.batch_size))
+    drop_rules = list(drop_rules) if drop_rules is not None else [TagReason("drop_reason")]
+    return apply(ds, Select(drop_rules, AgentRule(rule), batch_size=cfg.batch_size))

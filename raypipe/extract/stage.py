@@ -7,6 +7,7 @@ No row is ever removed here: a page that fails gets ``drop_reason`` and stays, s
 from __future__ import annotations
 
 import hashlib
+import importlib
 import time
 from typing import Any
 
@@ -15,7 +16,8 @@ from resiliparse.parse.lang import detect_fast
 
 from raypipe.config import ExtractConfig, QualityConfig
 from raypipe.extract.html import ExtractTimeout, decode_html, extract_text, time_guard
-from raypipe.extract.quality import quality_signals, quality_verdict
+from raypipe.extract.quality import quality_signals
+from raypipe.select import Language, Quality, Rule, Select, TagReason
 from raypipe.stage import Resources, Stage
 
 OUTPUT_SCHEMA = pa.schema(
@@ -44,10 +46,16 @@ OUTPUT_SCHEMA = pa.schema(
         ("dup_paragraph_fraction", pa.float32()),
         ("alpha_word_fraction", pa.float32()),
         ("stop_words", pa.int32()),
-        ("quality_ok", pa.bool_()),
-        ("drop_reason", pa.string()),
+        ("extract_error", pa.string()),
     ]
 )
+SIGNALS = [
+    "n_words", "mean_word_length", "symbol_word_ratio", "bullet_lines_ratio", "ellipsis_lines_ratio",
+    "dup_line_fraction", "dup_paragraph_fraction", "alpha_word_fraction", "stop_words",
+]  # fmt: skip
+EXTRACT_TAGS = pa.schema([OUTPUT_SCHEMA.field(n) for n in ["extract_error", "language", "language_rank", *SIGNALS]])
+"""The extraction's tags that its drop rules read: carried through every phase into ``candidates/``
+so that a selection can be re-made from there."""
 PASS_COLUMNS = ["url", "warc_record_id", "warc_date", "http_status", "source_file", "record_index", "file_stats"]
 
 
@@ -66,7 +74,9 @@ def doc_id(url: str | None, record_id: str | None, source_file: str, index: int)
 
 
 class ExtractStage(Stage):
-    """Decode, extract main content, identify language and score quality for a batch of pages.
+    """Decode, extract main content, identify language and measure quality signals for a batch of
+    pages: tags only (``extract_error``, ``language``, the signals); :func:`extract_rules` under
+    :class:`raypipe.select.Select` decides.
 
     Replaces the WARC columns by the document columns (the raw HTML is not carried further).
     A task of one whole CPU: extraction is CPU-bound and has no state to load.
@@ -75,10 +85,8 @@ class ExtractStage(Stage):
     needs = ("url", "html", "charset", "html_truncated", "warc_record_id", *PASS_COLUMNS)
     adds = OUTPUT_SCHEMA
 
-    def __init__(self, extract: ExtractConfig, quality: QualityConfig):
+    def __init__(self, extract: ExtractConfig):
         self.cfg = extract
-        self.quality = quality
-        self.languages = set(extract.languages)
         self.resources = Resources(cpus=1.0)
         self.batch_size = extract.batch_size
 
@@ -90,24 +98,19 @@ class ExtractStage(Stage):
                 decoded, encoding = decode_html(html, charset)
                 text, title = extract_text(decoded, self.cfg.extractor)
         except ExtractTimeout:
-            out["drop_reason"] = "extract_timeout"
+            out["extract_error"] = "extract_timeout"
             return out
         except Exception as e:  # noqa: BLE001 - one bad page must not fail the batch
-            out["drop_reason"] = f"extract_error:{type(e).__name__}"
+            out["extract_error"] = f"extract_error:{type(e).__name__}"
             return out
         out.update(text=text.strip(), title=title.strip(), encoding=encoding)
         out["extract_ms"] = (time.perf_counter() - start) * 1000
         if not out["text"]:
-            out["drop_reason"] = "empty_text"
+            out["extract_error"] = "empty_text"
             return out
         lang, rank = detect_fast(out["text"][:5000])
         out["language"], out["language_rank"] = lang, int(rank)
-        if self.languages and (lang not in self.languages or rank > self.cfg.max_language_rank):
-            out["drop_reason"] = "language"
-        sig = quality_signals(out["text"], lang)
-        out.update(sig)
-        if "drop_reason" not in out:
-            out["drop_reason"] = quality_verdict(sig, self.quality)
+        out.update(quality_signals(out["text"], lang))
         return out
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -118,6 +121,37 @@ class ExtractStage(Stage):
                 row.update(self._one(rec["html"], rec["charset"]))
                 row["html_truncated"] = bool(rec["html_truncated"])
                 row["doc_id"] = doc_id(rec["url"], rec["warc_record_id"], rec["source_file"], rec["record_index"])
-                row["quality_ok"] = row.get("drop_reason") is None
             rows.append(row)
         return pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
+
+
+def load_filters(extract: ExtractConfig) -> list[Stage]:
+    """The configured page filters (``extract.filters``): tagging stages that each have a ``rule()``."""
+    filters = []
+    for spec in extract.filters:
+        module, _, name = spec.path.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"extract.filters: cannot load {spec.path!r} ({e})") from e
+        stage = cls(**spec.options)
+        if not isinstance(stage, Stage) or not callable(getattr(stage, "rule", None)):
+            raise ValueError(f"extract.filters: {spec.path} must be a raypipe.stage.Stage with a rule() method")
+        filters.append(stage)
+    return filters
+
+
+def extract_rules(extract: ExtractConfig, quality: QualityConfig) -> list[Rule]:
+    """The extraction phase's drop rules, in order: failed extraction, language, quality, then each
+    configured filter's rule."""
+    rules: list[Rule] = [TagReason("extract_error"), Language(tuple(extract.languages), extract.max_language_rank)]
+    return [*rules, Quality(quality), *(f.rule() for f in load_filters(extract))]
+
+
+def extract_and_select(batch: pa.Table, extract: ExtractConfig, quality: QualityConfig) -> pa.Table:
+    """One batch through extraction, the configured filters and their verdict, in process."""
+    tagged = ExtractStage(extract).run(batch)
+    for stage in load_filters(extract):
+        stage.setup()
+        tagged = stage.run(tagged)
+    return Select(extract_rules(extract, quality)).run(tagged)
