@@ -422,6 +422,14 @@ class ResumableStream(io.RawIOBase):
             self._crc = zlib.crc32(data, self._crc)
         return n
 
+    def readall(self) -> bytes:
+        """The rest of the object in 1 MiB reads (io's default readall reads 8 KiB at a time)."""
+        chunks = []
+        buf = bytearray(1 << 20)
+        while n := self.readinto(buf):
+            chunks.append(bytes(buf[:n]))
+        return b"".join(chunks)
+
     def _close_body(self) -> None:
         body, self._body = self._body, None
         if body is not None:

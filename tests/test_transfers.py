@@ -165,6 +165,22 @@ def test_https_spends_exactly_the_retry_budget(serve, status, retries, requests_
     assert len(behaviour.ranges) == requests_seen  # the first try plus retries, one layer only
 
 
+def test_every_https_attempt_and_resume_passes_the_rate_limit(serve, warc, monkeypatch):
+    """The run-wide limiter sees first tries, retries and Range resumes alike."""
+    from raypipe import ratelimit
+
+    calls = []
+    monkeypatch.setitem(ratelimit._gates, (1000.0, 1000), lambda: calls.append(1) or 0.0)
+    cfg = StorageConfig(retries=2, requests_per_second=1000, request_burst=1000, **FAST)
+    busy = Behaviour(lambda i, rng: (503, {}, b"busy", 0))
+    with pytest.raises(StorageError):
+        read_bytes(serve(busy), cfg)
+    assert len(busy.ranges) == 3 and len(calls) == 3
+    dropping = ignores_range_and_drops_once(warc)
+    assert read_bytes(serve(dropping), cfg) == warc
+    assert len(dropping.ranges) == 2 and len(calls) == 5
+
+
 class ServerDisconnectedError(Exception):
     """Named like aiohttp's error but unrelated: a name must not make an error retriable."""
 
