@@ -46,6 +46,9 @@ _RETRIABLE_S3_CODES = frozenset(
         "RequestLimitExceeded",
     }
 )
+# Most bytes one read asks of a body: a read that breaks loses what it had received, so small
+# pieces keep the progress a broken connection made (and with it the resume budget).
+_READ_PIECE = 1 << 15
 # Network failures that an errno names without Python giving them their own subclass.
 _RETRIABLE_ERRNO = frozenset({errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETRESET})
 _SECRET_PATTERNS = [
@@ -400,7 +403,8 @@ class ResumableStream(io.RawIOBase):
             try:
                 if opening:
                     self._body = self._open()
-                data = self._body.read(len(view))
+                    opening = False
+                data = self._body.read(min(len(view), _READ_PIECE))
                 break
             except StorageError:
                 self._close_body()

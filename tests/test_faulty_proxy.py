@@ -46,6 +46,16 @@ def test_mid_body_resets_resume_with_range_gets_after_the_backoff(s3_server, s3_
     assert all(b.t - a.t >= 0.1 for a, b in itertools.pairwise(gets))
 
 
+def test_a_resumed_body_that_breaks_again_is_resumed_again(s3_server, s3_env, monkeypatch, warc):
+    """Every answer cut halfway: each resume makes progress, so the read goes on until the rest is
+    too small to cut (a break right after a resume is a broken body, not a failed GET)."""
+    with FaultyProxy(s3_server.endpoint, fault_rate=1.0, kinds=("reset_mid_body",)) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        assert read_bytes(f"s3://{BUCKET}/in/web.warc.gz", StorageConfig(retries=1, backoff_base_s=0.01)) == warc
+    gets = [e for e in proxy.events if e.method == "GET"]
+    assert proxy.injected["reset_mid_body"] >= 4 and len(gets) == proxy.injected["reset_mid_body"] + 1
+
+
 @pytest.mark.parametrize("kind", ["error_500", "slowdown_503", "reset", "slow"])
 def test_each_fault_kind_is_survived(s3_server, s3_env, monkeypatch, warc, kind):
     # Writes go through s3fs, whose botocore client (adaptive mode) also slows its own request rate
