@@ -32,9 +32,13 @@ class StorageConfig(Section):
     )
     region: str | None = Field(None, description="S3 region; defaults to $AWS_REGION or us-east-1.")
     anonymous: bool = Field(False, description="Unsigned S3 requests, for truly public buckets only.")
-    retries: int = Field(8, ge=0, description="Retries for one request on 5xx, SlowDown and resets.")
-    backoff_base_s: float = Field(0.5, gt=0, description="First retry delay; doubles each retry, with jitter.")
-    backoff_max_s: float = Field(20.0, gt=0, description="Upper bound for one retry delay.")
+    retries: int = Field(
+        8, ge=0, description="Retries of one request on 429/5xx, SlowDown and resets (S3: by botocore alone)."
+    )
+    backoff_base_s: float = Field(
+        0.5, gt=0, description="First HTTPS retry or mid-body resume delay; doubles each time, with jitter."
+    )
+    backoff_max_s: float = Field(20.0, gt=0, description="Upper bound for one HTTPS retry or resume delay.")
     requests_per_second: float | None = Field(
         None,
         gt=0,

@@ -77,7 +77,7 @@ def write_report(stats: dict[str, Any], store: OutputStore) -> str:
     uri = store.write_text(REPORT, render_report(stats))
     if store.is_s3:
         key = store.key(REPORT)
-        store.policy.call(
+        store.call(
             lambda: store.fs.setxattr(key, copy_kwargs={"ContentType": "text/html; charset=utf-8"}),
             f"set content type of {uri}",
         )

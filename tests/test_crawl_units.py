@@ -78,11 +78,61 @@ def test_robots_rules_delay_and_sitemaps():
     assert rules.agent == "raypipe-crawler"
     assert rules.allowed("http://x.org/docs/a.html")
     assert not rules.allowed("http://x.org/private/a.html")
-    assert rules.crawl_delay == 1.0  # the stdlib drops 0.5 entirely; we round it up instead
+    assert rules.crawl_delay == 0.5  # kept as asked (the stdlib dropped a fractional delay entirely)
     assert rules.sitemaps == ["http://x.org/sm.xml"]
     assert rules_from_answer(200, b"User-agent: *\nRequest-rate: 1/3\n", "bot").crawl_delay == 3.0
     assert not rules_from_answer(200, b"User-agent: otherbot\nDisallow: /\n", "otherbot/2").allowed("http://x.org/")
     assert product_token("") == "*"
+
+
+ROBOTS_9309 = b"""User-agent: *
+Disallow: /*.pdf$
+Disallow: /tmp*/cache
+Disallow: /docs
+Allow: /docs/api
+Disallow: /guide/
+Allow: /guide/public/
+Disallow: /guide/public/drafts
+Allow: /page
+Disallow: /page
+Crawl-delay: 2.5
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/doc.pdf", False),  # `$` anchors the end: the stdlib read the rule literally and allowed it
+        ("/a/b/report.pdf", False),  # `*` matches any run of characters, slashes included
+        ("/doc.pdf.html", True),  # ... but `$` means the path ends there
+        ("/doc.pdf?x=1", True),  # the query is part of the matched path, so it does not end in .pdf
+        ("/tmp/cache/x", False),
+        ("/tmp-2024/cache", False),
+        ("/tmp/other", True),
+        ("/docs", False),
+        ("/docs/guide.html", False),
+        ("/docs/api/x", True),  # the longer Allow beats the shorter Disallow, whatever their order
+        ("/docs/api", True),
+        ("/guide/intro", False),
+        ("/guide/public/a.html", True),  # longest match: Allow /guide/public/ over Disallow /guide/
+        ("/guide/public/drafts/b.html", False),  # and a still longer Disallow over that Allow
+        ("/page", True),  # equal length: Allow wins the tie (RFC 9309, 2.2.2)
+        ("/elsewhere", True),
+    ],
+)
+def test_robots_follow_rfc_9309(path, allowed):
+    rules = rules_from_answer(200, ROBOTS_9309, "raypipe-crawler/0.1 (+https://x)")
+    assert rules.allowed(f"http://x.org{path}") is allowed
+    assert rules.crawl_delay == 2.5
+
+
+def test_robots_most_specific_group_wins():
+    body = b"User-agent: *\nDisallow: /\n\nUser-agent: raypipe-crawler\nDisallow: /private\nCrawl-delay: 3\n"
+    rules = rules_from_answer(200, body, "raypipe-crawler/0.1")
+    assert rules.allowed("http://x.org/docs") and not rules.allowed("http://x.org/private/a")
+    assert rules.crawl_delay == 3.0
+    other = rules_from_answer(200, body, "otherbot/1.0")
+    assert not other.allowed("http://x.org/docs") and other.crawl_delay == 0.0
 
 
 @pytest.mark.parametrize(("status", "allowed"), [(404, True), (410, True), (401, False), (403, False), (503, False)])

@@ -5,7 +5,9 @@ real kustomize inside kubectl). The schemas come from the operator's CRDs in ../
 made as strict as ``kubectl apply --validate=strict``: an unknown field (a typo) is an error, as
 are wrong types, bad quantities and duplicate list-map keys. CEL rules (x-kubernetes-validations)
 cannot be evaluated here, so a manifest that sets a field carrying one fails until a test checks
-that rule by hand.
+that rule by hand. The other objects (NetworkPolicy, ServiceAccount, Namespace) validate against
+the Kubernetes API's own JSON schemas as shipped by kubernetes-validate, strictly; and the
+NetworkPolicies are evaluated on the pods KubeRay will create from the rendered manifests.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 from jsonschema import ValidationError, validators
@@ -237,18 +241,23 @@ def test_rayjob_runs_the_forge_job_and_cleans_up(manifests) -> None:
 
 
 def test_the_rayjob_cluster_is_the_interactive_cluster(manifests) -> None:
-    """The two specs are written twice (kustomize cannot share them): they must not drift."""
+    """The two specs are written twice (kustomize cannot share them): they must not drift, but for
+    where the dashboard listens (see the next test)."""
     name, docs = manifests
-    specs = cluster_specs(docs)
+    specs = copy.deepcopy(cluster_specs(docs))
+    for spec in specs.values():
+        spec["headGroupSpec"]["rayStartParams"].pop("dashboard-host")
     assert specs["RayJob"] == specs["RayCluster"], name
 
 
 def test_head_runs_no_work_and_serves_the_dashboard(manifests) -> None:
+    """The interactive cluster's dashboard listens on loopback (port-forward reaches it there);
+    the RayJob's on the pod IP, for its submitter Job and the operator (networkpolicy.yaml)."""
     name, docs = manifests
     for kind, spec in cluster_specs(docs).items():
         head = spec["headGroupSpec"]
         assert head["rayStartParams"]["num-cpus"] == "0", (name, kind)
-        assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+        assert head["rayStartParams"]["dashboard-host"] == {"RayCluster": "127.0.0.1", "RayJob": "0.0.0.0"}[kind]
         ports = {p["name"]: p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]}
         assert ports["dashboard"] == 8265 and ports["gcs-server"] == 6379
 
@@ -364,3 +373,253 @@ def test_dev_overlay_takes_credentials_only_from_an_optional_secret() -> None:
         assert source["secretRef"]["optional"] is True, where
     for spec in cluster_specs(docs).values():
         assert worker_group(spec, "gpu-workers")["maxReplicas"] == 0
+
+
+# ---------------------------------------------------------------- network policy
+#
+# Who may connect to the Ray pods, checked on the rendered manifests with the pods' labels as
+# KubeRay will set them. The evaluator below follows the NetworkPolicy rules of the Kubernetes API
+# (networking.k8s.io/v1): a pod no Ingress policy selects takes every connection; a selected pod
+# takes a connection that some selecting policy's ingress rule allows (peers: podSelector in the
+# policy's namespace, namespaceSelector, or both; ports: number or container-port name).
+
+K8S_VERSION = "1.29.0"  # the oldest Kubernetes docs/deploy.md supports
+OPERATOR_NAMESPACE = "kuberay-system"  # docs/deploy.md's `helm install ... --namespace kuberay-system`
+OPERATOR_LABELS = {  # the kuberay-operator Helm chart's pod labels
+    "app.kubernetes.io/name": "kuberay-operator",
+    "app.kubernetes.io/instance": "kuberay-operator",
+    "app.kubernetes.io/component": "kuberay-operator",
+}
+HEAD_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080, "dashboard-agent": 52365}
+RANDOM_RAY_PORT = 12_345  # a worker port (10002-19999); node and object manager ports are random too
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    ports: dict[str, int] = field(default_factory=dict)
+
+
+def kuberay_pod_labels(template_labels: dict[str, str], node_type: str, cluster: str, group: str) -> dict[str, str]:
+    """The labels KubeRay puts on a Ray pod: its own, then the template's, except the three it
+    never lets a template override (ray-operator/controllers/ray/common/pod.go, labelPod)."""
+    labels = {
+        "ray.io/is-ray-node": "yes",
+        "ray.io/cluster": cluster,
+        "ray.io/node-type": node_type,
+        "ray.io/group": group,
+        "ray.io/identifier": f"{cluster}-{node_type}",
+        "app.kubernetes.io/name": "kuberay",
+        "app.kubernetes.io/created-by": "kuberay-operator",
+    }
+    fixed = ("ray.io/node-type", "ray.io/group", "ray.io/cluster")
+    labels.update({k: v for k, v in template_labels.items() if k not in fixed})
+    return labels
+
+
+def ray_pods(docs: list[dict]) -> dict[str, Pod]:
+    """Every pod the rendered manifests lead KubeRay to create, keyed ``<cluster>/<group>``.
+
+    The RayJob's cluster is named by KubeRay (``<rayjob>-<random>``); its submitter is a Job pod.
+    """
+    namespace = one(docs, "RayCluster")["metadata"].get("namespace", "default")
+    names = {"RayCluster": one(docs, "RayCluster")["metadata"]["name"], "RayJob": "raypipe-forge-x7k2q"}
+    pods = {}
+    for kind, spec in cluster_specs(docs).items():
+        cluster = names[kind]
+        head = spec["headGroupSpec"]["template"]
+        ports = {p["name"]: p["containerPort"] for p in head["spec"]["containers"][0]["ports"]}
+        labels = kuberay_pod_labels(head.get("metadata", {}).get("labels", {}), "head", cluster, "headgroup")
+        pods[f"{kind}/head"] = Pod(f"{cluster}-head-abcde", namespace, labels, ports)
+        for group in spec["workerGroupSpecs"]:
+            template_labels = group["template"].get("metadata", {}).get("labels", {})
+            labels = kuberay_pod_labels(template_labels, "worker", cluster, group["groupName"])
+            pods[f"{kind}/{group['groupName']}"] = Pod(f"{cluster}-{group['groupName']}-abcde", namespace, labels)
+    submitter = one(docs, "RayJob")["spec"]["submitterPodTemplate"]
+    labels = {**submitter.get("metadata", {}).get("labels", {}), "batch.kubernetes.io/job-name": "raypipe-forge"}
+    pods["RayJob/submitter"] = Pod("raypipe-forge-sub12", namespace, labels)
+    return pods
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels and matchExpressions) against a label set; {} selects all."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def peer_matches(peer: dict, policy_namespace: str, src: Pod) -> bool:
+    if "ipBlock" in peer:
+        return False  # no pod-to-pod rule of ours uses one
+    ns_selector = peer.get("namespaceSelector")
+    if ns_selector is None:
+        in_namespace = src.namespace == policy_namespace
+    else:
+        in_namespace = selects(ns_selector, {"kubernetes.io/metadata.name": src.namespace})
+    return in_namespace and selects(peer.get("podSelector", {}), src.labels)
+
+
+def port_matches(rule_ports: list[dict] | None, dst: Pod, port: int) -> bool:
+    if not rule_ports:
+        return True
+    for p in rule_ports:
+        if p.get("protocol", "TCP") != "TCP":
+            continue
+        want = p.get("port")
+        if want is None:
+            return True
+        number = dst.ports.get(want) if isinstance(want, str) else want
+        if number is not None and number <= port <= p.get("endPort", number):
+            return True
+    return False
+
+
+def may_connect(policies: list[dict], src: Pod, dst: Pod, port: int) -> bool:
+    """Whether ``src`` may open a TCP connection to ``dst:port`` under these policies."""
+    selecting = [
+        p
+        for p in policies
+        if p["metadata"].get("namespace", "default") == dst.namespace
+        and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+        and selects(p["spec"]["podSelector"], dst.labels)
+    ]
+    if not selecting:
+        return True
+    for policy in selecting:
+        namespace = policy["metadata"].get("namespace", "default")
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule.get("from")
+            if (not peers or any(peer_matches(peer, namespace, src) for peer in peers)) and port_matches(
+                rule.get("ports"), dst, port
+            ):
+                return True
+    return False
+
+
+@pytest.fixture(scope="module", params=["base", *OVERLAYS])
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict]]:
+    return request.param, render(request.param)
+
+
+def network_policies(docs: list[dict]) -> list[dict]:
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert policies, "no NetworkPolicy rendered"
+    return policies
+
+
+def test_non_ray_objects_validate_against_the_kubernetes_schema(rendered) -> None:
+    """NetworkPolicy, Namespace, ServiceAccount against networking.k8s.io/v1 and v1, strictly
+    (unknown fields are errors), with the schemas kubernetes-validate ships for each release."""
+    name, docs = rendered
+    core = [d for d in docs if d["apiVersion"] != "ray.io/v1"]
+    assert {d["kind"] for d in core} >= {"NetworkPolicy", "ServiceAccount"}, name
+    for doc in core:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda s: s.update(podSelecter=s.pop("podSelector")), "podSelector"),
+        (lambda s: s["ingress"][0].update(fromm=s["ingress"][0].pop("from")), "fromm"),
+        (lambda s: s["ingress"][0]["ports"][0].update(endPort="all"), "all"),
+        (lambda s: s["podSelector"].update(matchLabels={"ray.io/is-ray-node": True}), "True"),
+    ],
+    ids=["no-podSelector", "typo", "endPort-string", "bool-label"],
+)
+def test_the_schema_rejects_a_broken_policy(mutate, expected: str) -> None:
+    """The schema check above can fail: a policy the API server would refuse is refused here."""
+    (policy,) = [copy.deepcopy(p) for p in network_policies(render("base")) if p["spec"]["ingress"][0].get("ports")]
+    kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+    mutate(policy["spec"])
+    with pytest.raises(kubernetes_validate.ValidationError, match=expected):
+        kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+
+
+def test_only_the_clusters_own_parts_reach_the_ray_head(rendered) -> None:
+    name, docs = rendered
+    policies = network_policies(docs)
+    pods = ray_pods(docs)
+    namespace = pods["RayCluster/head"].namespace
+    operator = Pod("kuberay-operator-5d9f", OPERATOR_NAMESPACE, OPERATOR_LABELS)
+    strangers = [
+        Pod("debug", namespace, {"run": "debug"}),  # any other pod of the namespace
+        # our kustomize label alone (every object of ours has it) is not a Ray node
+        Pod("raypipe-tool", namespace, {"app.kubernetes.io/part-of": "raypipe", "app.kubernetes.io/name": "raypipe"}),
+        Pod("kuberay-operator-fake", "team-b", OPERATOR_LABELS),  # operator labels, wrong namespace
+        Pod("other-ray-head", "team-b", kuberay_pod_labels({}, "head", "other", "headgroup")),
+    ]
+    for kind in ("RayCluster", "RayJob"):
+        head = pods[f"{kind}/head"]
+        assert any(selects(p["spec"]["podSelector"], head.labels) for p in policies), (name, kind)
+        workers = [pod for key, pod in pods.items() if key.startswith(f"{kind}/") and key.endswith("-workers")]
+        assert len(workers) == 2
+        for worker in workers:
+            for port in [*HEAD_PORTS.values(), RANDOM_RAY_PORT]:
+                assert may_connect(policies, worker, head, port), (name, kind, worker.name, port)
+        assert may_connect(policies, operator, head, 8265), (name, kind)
+        assert may_connect(policies, pods["RayJob/submitter"], head, 8265), (name, kind)
+        for port in (6379, 10001, 52365, RANDOM_RAY_PORT):
+            assert not may_connect(policies, operator, head, port), (name, kind, port)
+            assert not may_connect(policies, pods["RayJob/submitter"], head, port), (name, kind, port)
+        for stranger in strangers:
+            for port in HEAD_PORTS.values():
+                assert not may_connect(policies, stranger, head, port), (name, kind, stranger.name, port)
+
+
+def test_workers_can_join_and_reach_each_other_but_nothing_else_reaches_them(rendered) -> None:
+    """Policies that select the workers must not cut them off: the head and every other worker
+    reach them on any port (raylet, object manager and worker ports are random)."""
+    name, docs = rendered
+    policies = network_policies(docs)
+    pods = ray_pods(docs)
+    for kind in ("RayCluster", "RayJob"):
+        head = pods[f"{kind}/head"]
+        workers = [pod for key, pod in pods.items() if key.startswith(f"{kind}/") and key.endswith("-workers")]
+        for worker in workers:
+            for src in (head, *workers):
+                assert may_connect(policies, src, worker, RANDOM_RAY_PORT), (name, kind, src.name, worker.name)
+                assert may_connect(policies, src, worker, 52365), (name, kind, src.name, worker.name)
+            # the dashboard agent on every node takes job submissions too: closed to the rest
+            assert not may_connect(policies, Pod("debug", head.namespace, {"run": "debug"}), worker, 52365)
+            assert not may_connect(policies, pods["RayJob/submitter"], worker, 52365), (name, kind)
+
+
+TIER_IN_API = {"key": "tier", "operator": "In", "values": ["api"]}
+
+
+def test_the_evaluator_opens_unselected_pods_and_honours_selectors() -> None:
+    """The checks above mean something only if the evaluator can say no and yes correctly."""
+    policy = {
+        "metadata": {"namespace": "ns"},
+        "spec": {
+            "podSelector": {"matchLabels": {"role": "db"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["api"]}]}}
+                    ],
+                    "ports": [{"port": "pg"}],
+                }
+            ],
+        },
+    }
+    db = Pod("db", "ns", {"role": "db"}, {"pg": 5432})
+    api, web = Pod("api", "ns", {"tier": "api"}), Pod("web", "ns", {"tier": "web"})
+    assert may_connect([policy], api, db, 5432) and not may_connect([policy], api, db, 5433)
+    assert not may_connect([policy], web, db, 5432)
+    assert not may_connect([policy], Pod("api", "other", {"tier": "api"}), db, 5432)  # podSelector: own namespace
+    assert may_connect([policy], web, Pod("cache", "ns", {"role": "cache"}), 6379)  # not selected: open

@@ -1,39 +1,39 @@
 """robots.txt rules and sitemap parsing for one host.
 
 robots.txt is fetched by our own HTTP client (through the host's politeness gate, with retries)
-and handed to the stdlib ``RobotFileParser``. What an answer means follows the stdlib and RFC 9309:
-401/403 forbid the whole host, other 4xx allow it, and an unreachable robots.txt (5xx or network
-failure after retries) forbids it, because we cannot know what the site asked.
-
-The stdlib parser ignores a fractional ``Crawl-delay`` (``0.5``) entirely, which would make us
-faster than asked; such values are rounded up to whole seconds before parsing (slower, never faster).
+and parsed by ``protego``, the parser Scrapy uses, because it implements RFC 9309 where the stdlib
+``urllib.robotparser`` does not: ``*`` wildcards and ``$`` end anchors in paths, the longest
+matching rule wins (``Allow`` wins a tie), and a fractional ``Crawl-delay`` is kept as given. What
+an answer means follows RFC 9309: 401/403 forbid the whole host, other 4xx allow it, and an
+unreachable robots.txt (5xx or network failure after retries) forbids it, because we cannot know
+what the site asked.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import zlib
 from dataclasses import dataclass, field
-from urllib.robotparser import RobotFileParser
 
 from lxml import etree
+from protego import Protego
 
 _SITEMAP_NS = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
-_FRACTIONAL_DELAY = re.compile(r"^(\s*crawl-delay\s*:\s*)(\d*\.\d+)", re.IGNORECASE | re.MULTILINE)
+# What an answer that is no robots.txt means, written as the robots.txt that says the same.
+_FORBID_ALL = "User-agent: *\nDisallow: /\n"
+_ALLOW_ALL = ""
 
 
 @dataclass
 class HostRules:
     """What a host's robots.txt allows us, and the sitemaps it names."""
 
-    parser: RobotFileParser
+    parser: Protego
     agent: str
     crawl_delay: float = 0.0
     sitemaps: list[str] = field(default_factory=list)
 
     def allowed(self, url: str) -> bool:
-        return self.parser.can_fetch(self.agent, url)
+        return self.parser.can_fetch(url, self.agent)
 
 
 def product_token(user_agent: str) -> str:
@@ -42,23 +42,23 @@ def product_token(user_agent: str) -> str:
 
 
 def rules_from_answer(status: int | None, body: bytes, user_agent: str) -> HostRules:
-    """Rules from a robots.txt answer; ``status`` None means it could not be fetched at all."""
-    parser = RobotFileParser()
+    """Rules from a robots.txt answer; ``status`` None means it could not be fetched at all.
+
+    The crawl delay is the larger of ``Crawl-delay`` and the spacing ``Request-rate`` asks for.
+    """
     agent = product_token(user_agent)
     if status is None or status >= 500 or status in (401, 403):
-        parser.disallow_all = True
+        text = _FORBID_ALL
     elif status >= 400:
-        parser.allow_all = True
+        text = _ALLOW_ALL
     else:
         text = body.decode("utf-8", errors="replace")
-        text = _FRACTIONAL_DELAY.sub(lambda m: m.group(1) + str(math.ceil(float(m.group(2)))), text)
-        parser.parse(text.splitlines())
-    parser.modified()
+    parser = Protego.parse(text)
     delay = float(parser.crawl_delay(agent) or 0.0)
     rate = parser.request_rate(agent)
     if rate and rate.requests:
         delay = max(delay, rate.seconds / rate.requests)
-    return HostRules(parser, agent, delay, list(parser.site_maps() or []))
+    return HostRules(parser, agent, delay, list(parser.sitemaps))
 
 
 def parse_sitemap(body: bytes, max_urls: int, max_bytes: int) -> tuple[list[str], list[str]]:

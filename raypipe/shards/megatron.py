@@ -140,7 +140,7 @@ def write_shard(
         return digest.hexdigest()
 
     try:
-        sha = store.policy.call(stream_bin, f"write {store.uri(path + '.bin')}")
+        sha = store.call(stream_bin, f"write {store.uri(path + '.bin')}")
     except StorageError:
         store.delete(tmp_rel)
         raise
@@ -170,6 +170,6 @@ def validate_shard(store: OutputStore, files: ShardFiles, dtype: np.dtype, expec
     starts = np.concatenate([[0], np.cumsum(info.lengths[:-1].astype(np.int64) * dtype.itemsize)])
     if not np.array_equal(info.pointers, starts):
         raise ShardError(f"{where}: sequence offsets do not follow the lengths")
-    size = store.policy.call(lambda: store.fs.size(store.key(f"{files.path}.bin")), f"stat {where}.bin")
+    size = store.call(lambda: store.fs.size(store.key(f"{files.path}.bin")), f"stat {where}.bin")
     if size != int(info.lengths.sum()) * dtype.itemsize or size != files.bin_bytes:
         raise ShardError(f"{where}.bin is {size} bytes, the index says {int(info.lengths.sum()) * dtype.itemsize}")
