@@ -48,6 +48,9 @@ generation corrects this with the stream's measured rate."""
 FIRST_GENERATION = 0.8
 """Share of each stream's target written before the bytes-to-tokens rate is measured; the rest
 is written once it is known, so a wrong prior costs neither extra tokenizing nor a short stream."""
+EPOCHS_TOLERANCE = 0.05
+"""How far above ``max_repeats`` a stream may be drawn before the manifest warns: the thresholds
+are set from estimates, so what ships lands within a few percent of the target."""
 NOT_SELECTED = 2.0
 """The key of a document that is never selected (empty text): above every threshold."""
 WEIGHT_DIGITS = 12
@@ -347,7 +350,11 @@ class MixPlan:
                 "weighted_tokens": int(got["weighted_tokens"]),
                 "epochs": round(target / got["weighted_tokens"], 4) if got["weighted_tokens"] else 0.0,
             }
-            if target and got["weighted_tokens"] and target > got["weighted_tokens"] * self.cfg.max_repeats * 1.01:
+            if (
+                target
+                and got["weighted_tokens"]
+                and target > got["weighted_tokens"] * self.cfg.max_repeats * (1 + EPOCHS_TOLERANCE)
+            ):
                 warnings.append(
                     f"stream '{s}' shipped {got['weighted_tokens']:,} weighted tokens; its target of "
                     f"{int(target):,} draws them {target / got['weighted_tokens']:.2f} times, above "

@@ -101,6 +101,13 @@ def weighted(rows: pd.DataFrame) -> int:
     return int((rows["n_tokens"] * rows["unit"]).sum())
 
 
+def near(got: float, target: float, docs: pd.DataFrame) -> bool:
+    """At most 3% short of the target (the second generation tops up), and over it by at most 3%
+    plus one document: a hash sample takes whole documents, and the real code stream holds single
+    files of over 100k tokens (a third of its target here)."""
+    return -0.03 * target <= got - target <= 0.03 * target + int((docs["n_tokens"] * docs["unit"]).max())
+
+
 def shards_of(shipped: dict[str, pd.DataFrame]) -> list[dict]:
     """One pseudo-shard per (stream, repeat factor), enough for the weights."""
     return [
@@ -123,7 +130,7 @@ def test_stage1_ships_the_scarce_stream_whole_and_about_the_target_of_the_others
     assert targets["text"] == pytest.approx(text_tokens)
     for stream in ("agent", "code"):
         got = weighted(shipped[stream])
-        assert abs(got - text_tokens) < 0.03 * text_tokens, (stream, got, text_tokens)
+        assert near(got, text_tokens, docs[stream]), (stream, got, text_tokens)
         assert len(shipped[stream]) < len(docs[stream])
     assert not [w for w in summary["warnings"] if "shortfall" in w] and not caplog.records
 
@@ -161,7 +168,7 @@ def test_stage2_takes_seeds_first_and_twice_then_the_best_pages(counted):
     assert 0 < pages["taken"].sum() < len(pages)
     assert pages.nlargest(100, "agent_score")["taken"].all()
     assert pages.loc[pages["taken"], "agent_score"].mean() > pages.loc[~pages["taken"], "agent_score"].mean() + 0.2
-    assert abs(weighted(shipped["agent"]) - plan.targets()[0]["agent"]) < 0.03 * plan.targets()[0]["agent"]
+    assert near(weighted(shipped["agent"]), plan.targets()[0]["agent"], docs["agent"])
 
     shards = shards_of(shipped)
     weights = blend_weights(shards, plan.shares())
@@ -200,7 +207,7 @@ def test_shortfall_keep_keeps_the_others_at_target(counted):
     assert any("on_shortfall=keep" in w and "'text'" in w for w in summary["warnings"])
     assert weighted(shipped["text"]) == text_tokens
     for stream in ("agent", "code"):
-        assert abs(weighted(shipped[stream]) - 500_000) < 15_000
+        assert near(weighted(shipped[stream]), 500_000, docs[stream])
     assert plan.shares()["text"] < 0.3
 
 
@@ -228,7 +235,7 @@ def test_unmixable_inputs_are_clear_errors(counted):
         plan_for({"other": docs["code"]}, cfg)
     with pytest.raises(MixError, match="stream=share pairs"):
         parse_ratio("agent=1,code")
-    with pytest.raises(MixError, match="no positive share"):
+    with pytest.raises(MixError, match="no stream a positive share"):
         parse_ratio("agent=0")
     manifest = {"totals": {"tokens_by_stream": {"code": 1}}, "shards": [{"path": "p", "stream": "code", "tokens": 1}]}
     with pytest.raises(MixError, match=r"streams \['agent'\] are not in this output"):

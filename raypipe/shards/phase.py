@@ -60,6 +60,20 @@ log = logging.getLogger(__name__)
 INPUT_SCHEMA = pa.schema([*DOC_SCHEMA, ("seed_similarity", pa.float64()), ("agent_score", pa.float64())])
 INDEX_COLUMNS = ["shard", "sequence", "stream", "source", "doc_id", "url", "license", "tokens", "repeat"]
 SCORE_COLUMNS = ["seed_similarity", "agent_score"]
+SUMMARY_COLUMNS = [
+    "path",
+    "documents",
+    "tokens",
+    "bin_bytes",
+    "sha256",
+    "idx_sha256",
+    "stream",
+    "repeat",
+    "generation",
+    "text_bytes",
+    "sources",
+]
+"""One row per written shard: what :func:`write_bucket` returns and the manifest is built from."""
 WRITER_CPUS = 0.5
 """CPUs per shard-writer task: it mostly waits on storage."""
 
@@ -120,7 +134,8 @@ def write_bucket(
     path = shard_name(shards.prefix, stream, doc_ids)
     tokens = group.column("tokens").combine_chunks()
     offsets = tokens.offsets.to_numpy()
-    values = tokens.values.to_numpy()
+    offsets = offsets - offsets[0]  # a sliced list array's offsets start where its slice does
+    values = tokens.flatten().to_numpy()
     sequences = [values[offsets[i] : offsets[i + 1]] for i in range(len(doc_ids))]
     lengths = np.diff(offsets).astype(np.int64)
     store = OutputStore(output, storage)
@@ -234,7 +249,8 @@ def write_generation(
         num_cpus=WRITER_CPUS,
         batch_format="pyarrow",
     )
-    return written.to_pandas()
+    frame = written.to_pandas()
+    return frame if len(frame) else pd.DataFrame(columns=SUMMARY_COLUMNS)
 
 
 def _clear_previous(store: OutputStore) -> None:
@@ -287,7 +303,10 @@ def run_shard(streams: Mapping[str, Any], cfg: RunConfig, store: OutputStore, fu
     second = plan.generation(first=False)
     if second:
         summaries.append(write_generation(prepared, second, 1, cfg, store, dtype))
-    shards = pd.concat(summaries, ignore_index=True).sort_values("path", ignore_index=True)
+    written = [frame for frame in summaries if len(frame)] or summaries[:1]
+    shards = pd.concat(written, ignore_index=True).sort_values("path", ignore_index=True)
+    if shards.empty:
+        raise MixError("the mix selected no documents: nothing to shard")
     for name, rows in shards.groupby("stream"):
         plan.measure(name, int(rows["tokens"].sum()), int(rows["text_bytes"].sum()))
     if shards["path"].duplicated().any():
