@@ -3,6 +3,7 @@ histograms, the measured correction, score order and repeat factors, shortfalls,
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -241,3 +242,18 @@ def test_unmixable_inputs_are_clear_errors(counted):
     with pytest.raises(MixError, match=r"streams \['agent'\] are not in this output"):
         mix_data_path(manifest, {"agent": 1.0})
     assert mix_data_path(manifest, parse_ratio("code=3"), root="/data/run") == "1 /data/run/p"
+
+
+def test_mix_command_needs_a_finished_output_and_a_valid_ratio(tmp_path, capsys):
+    from raypipe.cli import main
+
+    assert main(["mix", str(tmp_path), "--ratio", "agent=1"]) == 1
+    assert "no manifest.json" in capsys.readouterr().err
+    code = {"path": "shards/code/a", "stream": "code", "tokens": 300}
+    shards = [code, {"path": "shards/text/b", "stream": "text", "tokens": 100}]
+    manifest = {"totals": {"tokens_by_stream": {"code": 300, "text": 100}}, "shards": shards}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["mix", str(tmp_path), "--ratio", "code=1,text=3"]) == 0
+    assert capsys.readouterr().out.split() == ["0.25", "shards/code/a", "0.75", "shards/text/b"]
+    assert main(["mix", str(tmp_path), "--ratio", "code=one"]) == 2
+    assert "stream=share pairs" in capsys.readouterr().err
