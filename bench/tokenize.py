@@ -50,7 +50,7 @@ from raypipe.shards.tokenizer import LLAMA3_PATTERN, TokenizeStage, llama3_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 OPERATOR_CPU = re.compile(
-    r"Operator \d+ [^\n]*TokenizeStage[^\n]*\n(?:\*[^\n]*\n)*?\* Remote cpu time: .*? ([\d.]+)(us|ms|s) total"
+    r"Operator \d+ [^\n]*_StageActor[^\n]*\n(?:\*[^\n]*\n)*?\* Remote cpu time: .*? ([\d.]+)(us|ms|s) total"
 )
 
 
@@ -119,7 +119,7 @@ def ray_stage_runner(batch_size: int):
         frame = pd.DataFrame({"doc_id": [str(i) for i in range(len(texts))], "url": "", "text": texts})
         docs = ray.data.from_pandas(frame).materialize()
         start = time.perf_counter()
-        out = tokenize_streams({"text": docs}, cfg)
+        out = tokenize_streams({"text": docs}, cfg).materialize()
         elapsed = time.perf_counter() - start
         return int(out.sum("n_tokens")) - len(texts), elapsed, operator_cpu_seconds(out.stats())
 

@@ -1,4 +1,5 @@
-"""The ``raypipe`` command: ``run CONFIG``, ``crawl CONFIG`` (documentation sites) and ``status OUTPUT``."""
+"""The ``raypipe`` command: ``run CONFIG``, ``crawl CONFIG`` (documentation sites), ``status OUTPUT``
+and ``mix OUTPUT`` (the ``--data-path`` for a ratio)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mix(args: argparse.Namespace) -> int:
+    """Print Megatron's ``--data-path`` drawing OUTPUT's shard sets at ``--ratio`` (reads only manifest.json)."""
+    from raypipe.config import StorageConfig
+    from raypipe.mix import MixError, mix_data_path, parse_ratio
+    from raypipe.storage import OutputStore
+
+    store = OutputStore(args.output, StorageConfig())
+    if not store.exists("manifest.json"):
+        print(f"raypipe: error: no manifest.json under {args.output}", file=sys.stderr)
+        return 1
+    manifest = json.loads(store.read_bytes("manifest.json"))
+    try:
+        print(mix_data_path(manifest, parse_ratio(args.ratio), args.root))
+    except MixError as e:
+        print(f"raypipe: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raypipe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     status_p = sub.add_parser("status", help="print each phase's progress for a running or finished run")
     status_p.add_argument("output", help="the run's output prefix (s3://... or a directory)")
     status_p.set_defaults(func=cmd_status)
+    mix_p = sub.add_parser("mix", help="print the Megatron --data-path that draws an output's streams at a ratio")
+    mix_p.add_argument("output", help="a finished run's output prefix (s3://... or a directory)")
+    mix_p.add_argument("--ratio", required=True, help="stream=share pairs, e.g. agent=1,code=1,text=1")
+    mix_p.add_argument("--root", default=None, help="prefix for the shard paths (where the trainer sees the output)")
+    mix_p.set_defaults(func=cmd_mix)
     return parser
 
 

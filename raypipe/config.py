@@ -261,10 +261,10 @@ class MixConfig(Section):
         description="Target share of tokens per stream (normalised to sum to 1).",
     )
     total_tokens: int | None = Field(
-        None, ge=1, description="Tokens in the whole mix; None = the largest mix the streams hold at the ratio."
+        None, ge=1, description="Tokens drawn from the blend (sizes what ships); None = the most the streams hold."
     )
     max_repeats: float = Field(
-        1.0, ge=1.0, description="Upsampling cap: a stream's tokens may appear at most this many times."
+        1.0, ge=1.0, description="Upsampling cap: the blend may draw a stream's tokens at most this many times."
     )
     on_shortfall: Literal["scale", "keep"] = Field(
         "scale",
@@ -275,7 +275,7 @@ class MixConfig(Section):
         [], description="Streams sampled by agent_score (rows without a score, i.e. seeds, first), not at random."
     )
     source_repeats: dict[str, int] = Field(
-        {}, description="Copies per document for sources matching a glob (e.g. {'seed*': 2}); default 1."
+        {}, description="Draws per token for sources matching a glob (e.g. {'seed*': 2}, a blend weight); default 1."
     )
     seed: int | None = Field(None, description="Sampling seed; None uses the run's seed.")
     code: DatasetSourceConfig | None = Field(None, description="The code stream's dataset.")
@@ -305,9 +305,9 @@ class TokenizerConfig(Section):
 
 class ShardsConfig(Section):
     tokens_per_shard: int = Field(
-        134_217_728, gt=0, description="A shard closes once it holds at least this many tokens (EOS included)."
+        134_217_728, gt=0, description="Tokens per shard on average (EOS included): sizes each stream's hash buckets."
     )
-    prefix: str = Field("forge", description="Shard file names: shards/<prefix>_<00000>.bin/.idx.")
+    prefix: str = Field("forge", description="Shard file names: shards/<stream>/<prefix>_<content hash>.bin/.idx.")
     writer_tasks: int = Field(2, ge=1, description="Shards written concurrently (one task per shard).")
     write_chunk_bytes: int = Field(8 << 20, gt=0, description="Bytes per write when streaming a .bin file.")
 

@@ -1,44 +1,28 @@
-"""The shard layout: a seeded global shuffle dealt into shards of a configured size."""
+"""Buckets and shard names: documents dealt evenly by hash, shards named by their documents."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
-from raypipe.shards.layout import shard_layout
+from raypipe.shards.layout import bucket_keys, documents_key, shard_name
 
 
-def selection(n: int = 400) -> pd.DataFrame:
+def test_buckets_are_even_per_repeat_factor_and_depend_only_on_the_document():
     rng = np.random.default_rng(5)
-    return pd.DataFrame(
-        {
-            "stream": rng.choice(["agent", "code", "text"], n),
-            "doc_id": [f"doc-{i}" for i in range(n)],
-            "n_tokens": rng.integers(2, 3000, n),
-            "copies": rng.choice([1, 1, 1, 2, 3], n),
-        }
-    )
+    units = rng.choice([1, 2], 20_000, p=[0.9, 0.1])
+    hashes = rng.random(20_000)
+    keys = np.asarray(bucket_keys("agent", 1, units, hashes, {1: 8, 2: 2}).to_pylist())
+    assert set(keys[units == 2]) == {"agent/1/2/0", "agent/1/2/1"}
+    counts = np.unique(keys[units == 1], return_counts=True)[1]
+    assert len(counts) == 8 and counts.min() > 0.9 * counts.mean()
+    order = rng.permutation(20_000)
+    assert bucket_keys("agent", 1, units[order], hashes[order], {1: 8, 2: 2}).to_pylist() == keys[order].tolist()
+    assert bucket_keys("agent", 1, np.array([1]), np.array([0.999999]), {1: 3}).to_pylist() == ["agent/1/1/2"]
 
 
-def test_every_copy_is_placed_once_in_shards_of_the_configured_size():
-    sel = selection()
-    layout = shard_layout(sel, tokens_per_shard=50_000, seed=1)
-    assert len(layout) == sel["copies"].sum()
-    assert not layout.duplicated(["stream", "doc_id", "copy"]).any()
-    per_shard = layout.groupby("shard")["n_tokens"].sum()
-    assert list(per_shard.index) == list(range(len(per_shard)))
-    assert (per_shard.iloc[:-1] >= 50_000).all() and (per_shard.iloc[:-1] < 50_000 + 3000).all()
-    for _, rows in layout.groupby("shard"):
-        assert rows["sequence"].tolist() == list(range(len(rows)))
-    # globally shuffled: streams interleave instead of arriving in input order
-    assert layout["stream"].iloc[:30].nunique() == 3
-    assert not layout["doc_id"].is_monotonic_increasing
-
-
-def test_layout_depends_only_on_the_selection_and_the_seed():
-    sel = selection()
-    a = shard_layout(sel, 50_000, seed=1)
-    b = shard_layout(sel.sample(frac=1.0, random_state=9).reset_index(drop=True), 50_000, seed=1)
-    pd.testing.assert_frame_equal(a, b)
-    c = shard_layout(sel, 50_000, seed=2)
-    assert a["doc_id"].tolist() != c["doc_id"].tolist()
+def test_shard_names_come_from_the_documents_whatever_their_order():
+    a = shard_name("forge", "code", ["x:1", "x:2", "y:7"])
+    assert a == shard_name("forge", "code", ["y:7", "x:1", "x:2"])
+    assert a.startswith("shards/code/forge_") and len(a.rsplit("_", 1)[1]) == 16
+    assert a != shard_name("forge", "code", ["x:1", "x:2"])
+    assert documents_key(a) == "documents/code/" + a.rsplit("/", 1)[1] + ".parquet"

@@ -1,5 +1,6 @@
-"""Phase 4 end to end on real Ray and real data: Megatron reads every shard, runs are deterministic,
-and on a real S3 server every write is atomic and the manifest names exactly what is there."""
+"""Phase 4 end to end on real Ray and real data: Megatron reads every shard, megatron-core's blended
+dataset draws the streams at the target ratio and at a swept one from the same shards, runs are
+deterministic, and on a real S3 server every write is atomic and the manifest names exactly what is there."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
+from megatron_blend import blended_shares
 
+from raypipe.cli import main as raypipe_main
 from raypipe.config import DatasetSourceConfig, RunConfig, StorageConfig, TokenizerConfig
 from raypipe.shards.phase import run_shard
 from raypipe.shards.tokenizer import llama3_model_path, load_tokenizer
@@ -63,11 +66,11 @@ def config(output: str, **overrides) -> RunConfig:
 
 def read_index(store: OutputStore) -> pd.DataFrame:
     parts = [pq.read_table(io.BytesIO(store.read_bytes(k))).to_pandas() for k in store.list("documents")]
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat(parts, ignore_index=True).sort_values(["shard", "sequence"], ignore_index=True)
 
 
 def first_config(output: str, **overrides) -> RunConfig:
-    """1.2M tokens at 1:1:1: agent and text hold less than 400k each, so both are upsampled."""
+    """1.2M tokens at 1:1:1: agent and text hold less than 400k each, so both ship whole and are drawn twice."""
     return config(output, mix={"total_tokens": 1_200_000, "max_repeats": 2}, **overrides)
 
 
@@ -86,26 +89,33 @@ def test_megatron_reads_every_shard_and_the_tokens_are_the_documents(first_run, 
     assert json.loads(store.read_bytes("manifest.json")) == manifest
     assert manifest["funnel"] == FUNNEL and manifest["config_hash"] == cfg.config_hash()
     assert manifest["tokenizer"]["eos_id"] == 128_001 and manifest["tokenizer"]["dtype"] == "int32"
-    for stream, share in manifest["mix"]["achieved_ratio"].items():
-        assert abs(share - 1 / 3) <= 0.01, stream
     assert len(manifest["shards"]) >= 4
     assert not store.list("_tmp")
-
     assert not manifest["mix"]["warnings"]
-    for stream in ("agent", "text"):
-        counts = manifest["mix"]["streams"][stream]
-        assert counts["sequences"] > counts["selected_documents"]
+    for shard in manifest["shards"]:
+        assert shard["path"].startswith(f"shards/{shard['stream']}/forge_")
+    streams_info = manifest["mix"]["streams"]
+    for stream in ("agent", "text"):  # short streams ship whole and are drawn more than once
+        counts = streams_info[stream]
+        assert counts["documents"] == counts["available_documents"] - counts["empty_documents"]
+        assert 1.0 < counts["epochs"] <= 2.0
+    code = streams_info["code"]  # the long stream ships about its target, chosen before tokenizing
+    assert code["documents"] < code["available_documents"]
+    assert abs(code["tokens"] - code["target_tokens"]) < 0.1 * code["target_tokens"]
+    assert code["tokens"] < 0.5 * code["available_tokens"]
+
     texts = {(s, d): t for s, df in streams.items() for d, t in zip(df["doc_id"], df["text"], strict=True)}
     index = read_index(store)
     tokenizer = load_tokenizer(TokenizerConfig())
     assert {"seed_similarity", "url", "stream", "tokens", "shard"} <= set(index.columns)
     assert index.loc[index["stream"] == "agent", "seed_similarity"].notna().all()
-    assert index["copy"].max() == 1 and not index.duplicated(["stream", "doc_id", "copy"]).any()
+    assert not index.duplicated(["stream", "doc_id"]).any()
     total_docs = 0
     for shard in manifest["shards"]:
         ds = IndexedDataset(str(out / shard["path"]))
         rows = index[index["shard"] == shard["path"]].sort_values("sequence")
         assert len(ds) == shard["documents"] == len(rows)
+        assert set(rows["stream"]) == {shard["stream"]}
         assert int(ds.sequence_lengths.sum()) == shard["tokens"] == sum(shard["tokens_by_stream"].values())
         data = (out / shard["bin"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == shard["sha256"]
@@ -119,8 +129,27 @@ def test_megatron_reads_every_shard_and_the_tokens_are_the_documents(first_run, 
 
     datasheet = store.read_bytes("README.md").decode()
     assert f"{manifest['totals']['tokens']:,} tokens" in datasheet
-    assert "--data-path " + " ".join(f"{s['tokens']} {s['path']}" for s in manifest["shards"]) in datasheet
+    assert "--data-path " + manifest["mix"]["data_path"] in datasheet
     assert "| code | pypi_python_code |" in datasheet
+
+
+def test_megatron_blends_one_tokenization_at_the_target_and_a_swept_ratio(first_run, capsys):
+    """megatron-core's BlendedMegatronDatasetBuilder + GPTDataset over the manifest's --data-path
+    draws 1:1:1 within a point, and the same shards drawn by ``raypipe mix --ratio`` give 2:1:1."""
+    manifest, out = first_run
+    stream_of = {s["path"]: s["stream"] for s in manifest["shards"]}
+    for stream, share in manifest["mix"]["achieved_ratio"].items():
+        assert abs(share - 1 / 3) <= 1e-6, stream
+    drawn = blended_shares(out, manifest["mix"]["data_path"], stream_of)
+    for stream in ("agent", "code", "text"):
+        assert abs(drawn[stream] - 1 / 3) <= 0.01, drawn
+
+    assert raypipe_main(["mix", str(out), "--ratio", "agent=2,code=1,text=1"]) == 0
+    swept = capsys.readouterr().out.strip()
+    assert swept != manifest["mix"]["data_path"]
+    drawn = blended_shares(out, swept, stream_of)
+    assert abs(drawn["agent"] - 0.5) <= 0.01 and abs(drawn["code"] - 0.25) <= 0.01, drawn
+    assert abs(drawn["text"] - 0.25) <= 0.01, drawn
 
 
 def test_same_input_gives_identical_shards_on_other_worker_counts_and_orders(first_run, streams, tmp_path):
@@ -164,28 +193,32 @@ def test_on_s3_writes_are_atomic_and_a_rerun_replaces_the_previous_output(
     )
     inputs = {"agent": streams["agent"], "text": streams["text"], **configured_streams(cfg.mix, cfg.storage)}
     store = OutputStore(cfg.output, cfg.storage)
-    for stale in ("manifest.json", "shards/forge_00007.bin", "shards/forge_00007.idx", "documents/forge_00007.parquet"):
+    stale_files = (
+        "manifest.json",
+        "shards/forge_00007.bin",
+        "shards/code/forge_0.idx",
+        "documents/code/forge_0.parquet",
+    )
+    for stale in stale_files:
         store.write_text(stale, "from an earlier run")
     manifest = run_shard(inputs, cfg, store, {})
 
     keys = store.list("")
-    assert [s["path"] for s in manifest["shards"]] == ["shards/forge_00000"]
-    assert keys == sorted(
-        [
-            "README.md",
-            "manifest.json",
-            "documents/forge_00000.parquet",
-            "shards/forge_00000.bin",
-            "shards/forge_00000.idx",
-        ]
-    )
+    paths = [s["path"] for s in manifest["shards"]]
+    assert {p.rsplit("/", 1)[0] for p in paths} == {"shards/agent", "shards/code", "shards/text"}
+    expected = ["README.md", "manifest.json"]
+    for p in paths:
+        expected += [f"{p}.bin", f"{p}.idx", "documents/" + p.removeprefix("shards/") + ".parquet"]
+    assert keys == sorted(expected)
     local = tmp_path / "fetched"
     local.mkdir()
-    for ext in ("bin", "idx"):
-        (local / f"forge_00000.{ext}").write_bytes(store.read_bytes(f"shards/forge_00000.{ext}"))
-    ds = IndexedDataset(str(local / "forge_00000"))
-    assert len(ds) == manifest["totals"]["documents"]
-    assert hashlib.sha256((local / "forge_00000.bin").read_bytes()).hexdigest() == manifest["shards"][0]["sha256"]
+    for shard in manifest["shards"]:
+        name = shard["path"].replace("/", "_")
+        for ext in ("bin", "idx"):
+            (local / f"{name}.{ext}").write_bytes(store.read_bytes(f"{shard['path']}.{ext}"))
+        ds = IndexedDataset(str(local / name))
+        assert len(ds) == shard["documents"]
+        assert hashlib.sha256((local / f"{name}.bin").read_bytes()).hexdigest() == shard["sha256"]
     assert manifest["tokenizer"]["sha256"] == load_tokenizer(TokenizerConfig()).sha256
     sources = {s["source"]: s for s in manifest["sources"]}
     assert sources["part-0"]["stream"] == "code" and sources["part-0"]["licenses"]

@@ -1,47 +1,41 @@
-"""Where every selected sequence goes: a seeded global shuffle, then consecutive shards by size.
+"""Which shard a selected document goes to, and what the shard is called.
 
-Why computed on the driver from the mix plan alone: the layout depends only on ``(stream, doc_id,
-copy, n_tokens)`` and the seed, never on which worker tokenized what or in which order, so the
-shards come out byte-identical on any number of workers.
+Why buckets by hash and names by content: a document's bucket depends only on its identity and
+on bucket counts the driver derives from per-stream totals, so a shard's documents are the same
+whatever worker read or tokenized them, in whatever order; and a shard named by the hash of its
+documents' ids is the same file when a retried or resumed task writes it again.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
-from raypipe.mix import stable_keys
-
-
-def shard_name(prefix: str, index: int) -> str:
-    """The path prefix of one shard, relative to the output (what Megatron's ``--data-path`` takes)."""
-    return f"shards/{prefix}_{index:05d}"
+SHARD_KEY = "shard_key"
 
 
-def shard_layout(selection: pd.DataFrame, tokens_per_shard: int, seed: int) -> pd.DataFrame:
-    """One row per sequence (a document copy): ``stream, doc_id, copy, n_tokens, shard, sequence``.
+def bucket_keys(
+    stream: str, generation: int, units: np.ndarray, bucket_hash: np.ndarray, buckets: dict[int, int]
+) -> pa.Array:
+    """``<stream>/<generation>/<unit>/<bucket>`` per document: the group one shard is written from.
 
-    Sequences are ordered by ``blake2b(seed, "shuffle", stream, doc_id, copy)`` and dealt into
-    shards in that order; a shard closes once it holds ``tokens_per_shard`` tokens, so every shard
-    but the last has at least that many and copies of one document land far apart.
+    Documents of one weight factor (``unit``) share shards, so a shard's blend weight can carry
+    the factor; ``bucket_hash`` (uniform in [0, 1)) deals them evenly into that unit's buckets.
     """
-    rows = selection.loc[selection.index.repeat(selection["copies"]), ["stream", "doc_id", "n_tokens"]]
-    rows = rows.reset_index(drop=True)
-    rows["copy"] = rows.groupby(["stream", "doc_id"], sort=False).cumcount().astype(np.int64)
-    keys = stable_keys([pd.Series(["shuffle"] * len(rows)), rows["stream"], rows["doc_id"], rows["copy"]], seed)
-    ties = (rows["copy"].to_numpy(), rows["doc_id"].to_numpy(dtype=str), rows["stream"].to_numpy(dtype=str))
-    order = np.lexsort((*ties, keys))
-    rows = rows.iloc[order].reset_index(drop=True)
+    counts = np.array([buckets.get(int(u), 1) for u in units], dtype=np.int64)
+    index = np.minimum((bucket_hash * counts).astype(np.int64), counts - 1)
+    return pa.array([f"{stream}/{generation}/{u}/{b}" for u, b in zip(units.tolist(), index.tolist(), strict=True)])
 
-    shard = np.empty(len(rows), dtype=np.int64)
-    sequence = np.empty(len(rows), dtype=np.int64)
-    current = position = filled = 0
-    for i, n in enumerate(rows["n_tokens"].to_numpy(dtype=np.int64)):
-        shard[i], sequence[i] = current, position
-        position += 1
-        filled += int(n)
-        if filled >= tokens_per_shard:
-            current, position, filled = current + 1, 0, 0
-    rows["shard"] = shard
-    rows["sequence"] = sequence
-    return rows
+
+def shard_name(prefix: str, stream: str, doc_ids: Sequence[str]) -> str:
+    """``shards/<stream>/<prefix>_<hash of the sorted doc ids>``: the path prefix Megatron's ``--data-path`` takes."""
+    digest = hashlib.blake2b("\n".join(sorted(doc_ids)).encode(), digest_size=8).hexdigest()
+    return f"shards/{stream}/{prefix}_{digest}"
+
+
+def documents_key(path: str) -> str:
+    """Where a shard's document index goes: ``documents/<stream>/<name>.parquet``."""
+    return "documents/" + path.removeprefix("shards/") + ".parquet"

@@ -6,98 +6,74 @@ exists, and the same inputs and config must give a byte-identical manifest on ev
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from typing import Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from raypipe.config import RunConfig
-from raypipe.shards.megatron import ShardFiles
 from raypipe.storage import OutputStore, redact
 
 MANIFEST = "manifest.json"
 DATASHEET = "README.md"
 DOCUMENTS = "documents"
-FORMAT = "raypipe-forge-shards/1"
-SCORE_COLUMNS = ("seed_similarity", "agent_score")
-INDEX_COLUMNS = ["shard", "sequence", "stream", "source", "doc_id", "url", "license", "tokens", "copy"]
+FORMAT = "raypipe-forge-shards/2"
 
 
-def documents_index(layout: pd.DataFrame, meta: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    """One row per sequence in the shards, in shard order, with where it came from and its scores."""
-    from raypipe.shards.layout import shard_name
-
-    scores = [c for c in SCORE_COLUMNS if c in meta and meta[c].notna().any()]
-    keep = ["stream", "doc_id", "source", "url", "license", *scores]
-    index = layout.merge(meta[keep], on=["stream", "doc_id"], how="left", validate="many_to_one")
-    index["shard"] = [shard_name(prefix, i) for i in index["shard"]]
-    index = index.rename(columns={"n_tokens": "tokens"})
-    return index[[*INDEX_COLUMNS, *scores]].sort_values(["shard", "sequence"]).reset_index(drop=True)
-
-
-def write_documents_index(store: OutputStore, index: pd.DataFrame) -> list[str]:
-    """``documents/<shard>.parquet`` for every shard, each written atomically."""
-    written = []
-    for shard, rows in index.groupby("shard", sort=True):
-        table = pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False)
-        buf = io.BytesIO()
-        pq.write_table(table, buf)
-        key = f"{DOCUMENTS}/{shard.rsplit('/', 1)[-1]}.parquet"
-        store.write_bytes(key, buf.getvalue())
-        written.append(key)
-    return written
+def _sources(shards: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Documents, tokens and licenses per (stream, source), summed over the shards' summaries."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for shard in shards:
+        for source, facts in json.loads(shard["sources"]).items():
+            entry = merged.setdefault((shard["stream"], source), {"documents": 0, "tokens": 0, "licenses": set()})
+            entry["documents"] += facts["documents"]
+            entry["tokens"] += facts["tokens"]
+            entry["licenses"].update(facts["licenses"])
+    return [
+        {"stream": stream, "source": source, **{**v, "licenses": sorted(v["licenses"])}}
+        for (stream, source), v in sorted(merged.items())
+    ]
 
 
-def _sources(index: pd.DataFrame) -> list[dict[str, Any]]:
-    out = []
-    for (stream, source), rows in index.groupby(["stream", index["source"].fillna("unknown")], sort=True):
-        licenses = sorted({str(v) for v in rows["license"].dropna()})
-        out.append(
-            {
-                "stream": stream,
-                "source": source,
-                "licenses": licenses,
-                "documents": int(rows["doc_id"].nunique()),
-                "sequences": len(rows),
-                "tokens": int(rows["tokens"].sum()),
-            }
-        )
-    return out
+def _sum_by(shards: Sequence[dict[str, Any]], key: str, value: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in shards:
+        out[s[key]] = out.get(s[key], 0) + int(s[value])
+    return dict(sorted(out.items()))
 
 
 def build_manifest(
     cfg: RunConfig,
-    shards: Sequence[ShardFiles],
-    index: pd.DataFrame,
+    shards: Sequence[dict[str, Any]],
+    weights: Sequence[float],
     tokenizer: dict[str, Any],
     mix: dict[str, Any],
     funnel: dict[str, Any],
 ) -> dict[str, Any]:
-    """The manifest as DESIGN.md describes it: shards, totals by source, mix, tokenizer, config hash, funnel."""
+    """The manifest as DESIGN.md describes it, from one summary row per shard (sorted by path):
+    shards with their blend weights, totals by stream and source, mix, tokenizer, config hash, funnel."""
     per_shard = []
-    for files in shards:
-        rows = index[index["shard"] == files.path]
+    for shard, weight in zip(shards, weights, strict=True):
+        sources = json.loads(shard["sources"])
         per_shard.append(
             {
-                "path": files.path,
-                "bin": f"{files.path}.bin",
-                "idx": f"{files.path}.idx",
-                "documents": files.documents,
-                "tokens": files.tokens,
-                "tokens_by_stream": {k: int(v) for k, v in rows.groupby("stream")["tokens"].sum().items()},
-                "tokens_by_source": {
-                    k: int(v) for k, v in rows.groupby(rows["source"].fillna("unknown"))["tokens"].sum().items()
-                },
-                "sha256": files.sha256,
-                "idx_sha256": files.idx_sha256,
+                "path": shard["path"],
+                "bin": f"{shard['path']}.bin",
+                "idx": f"{shard['path']}.idx",
+                "stream": shard["stream"],
+                "repeat": int(shard["repeat"]),
+                "generation": int(shard["generation"]),
+                "weight": weight,
+                "documents": int(shard["documents"]),
+                "tokens": int(shard["tokens"]),
+                "tokens_by_stream": {shard["stream"]: int(shard["tokens"])},
+                "tokens_by_source": {k: int(v["tokens"]) for k, v in sorted(sources.items())},
+                "sha256": shard["sha256"],
+                "idx_sha256": shard["idx_sha256"],
             }
         )
-    sources = _sources(index)
+    sources = _sources(shards)
     by_source: dict[str, int] = {}
     for s in sources:
         by_source[s["source"]] = by_source.get(s["source"], 0) + s["tokens"]
@@ -108,11 +84,11 @@ def build_manifest(
         "shards": per_shard,
         "totals": {
             "shards": len(per_shard),
-            "documents": int(sum(s.documents for s in shards)),
-            "tokens": int(sum(s.tokens for s in shards)),
-            "tokens_by_stream": {k: int(v) for k, v in index.groupby("stream")["tokens"].sum().items()},
+            "documents": sum(s["documents"] for s in per_shard),
+            "tokens": sum(s["tokens"] for s in per_shard),
+            "tokens_by_stream": _sum_by(shards, "stream", "tokens"),
             "tokens_by_source": dict(sorted(by_source.items())),
-            "documents_by_stream": {k: int(v) for k, v in index.groupby("stream").size().items()},
+            "documents_by_stream": _sum_by(shards, "stream", "documents"),
         },
         "mix": mix,
         "sources": sources,
@@ -140,8 +116,8 @@ def render_datasheet(manifest: dict[str, Any], cfg: RunConfig) -> str:
             f"{mix['target_ratio'].get(s, 0):.1%}",
             f"{mix['achieved_ratio'].get(s, 0):.2%}",
             f"{v['tokens']:,}",
-            f"{v['selected_documents']:,}",
-            f"{v['sequences']:,}",
+            f"{v['documents']:,}",
+            f"{v['epochs']:g}",
             f"{v['available_tokens']:,}",
         ]
         for s, v in streams.items()
@@ -151,7 +127,6 @@ def render_datasheet(manifest: dict[str, Any], cfg: RunConfig) -> str:
         for s in manifest["sources"]
     ]
     shard_rows = [[s["path"], f"{s['documents']:,}", f"{s['tokens']:,}", s["sha256"][:16]] for s in manifest["shards"]]
-    data_path = " ".join(f"{s['tokens']} {s['path']}" for s in manifest["shards"])
     funnel = manifest["funnel"] or {}
     funnel_text = "```json\n" + json.dumps(funnel, indent=2, sort_keys=True) + "\n```" if funnel else "(none recorded)"
     warnings = "\n".join(f"- {w}" for w in mix["warnings"]) or "- none"
@@ -166,28 +141,32 @@ shard's sha256 against it.
 
 ## Contents
 
-- {totals["shards"]} shards, {totals["documents"]:,} sequences (one document per sequence, EOS appended),
-  {totals["tokens"]:,} tokens.
+- {totals["shards"]} shards in one set per stream (`shards/<stream>/`), {totals["documents"]:,} sequences
+  (one document per sequence, EOS appended), {totals["tokens"]:,} tokens.
 - Tokenizer: {tok["name"]} (`{tok["kind"]}`), vocabulary {tok["vocab_size"]:,},
   EOS `{tok["eos_token"]}` = {tok["eos_id"]}, ids stored as `{tok["dtype"]}`; tokenizer file sha256 `{tok["sha256"]}`.
-- `documents/*.parquet`: one row per sequence (shard, sequence index, stream, source, doc id, url,
-  license, tokens, copy number and, where present, the scores that selected it).
+- `documents/<stream>/*.parquet`: one row per sequence (shard, sequence index, stream, source, doc id,
+  url, license, tokens, repeat factor and, where present, the scores that selected it).
 - Config hash `{manifest["config_hash"]}`.
 
 ## Loading in Megatron-LM
 
-Each shard is a `--data-path` prefix (`<prefix>.bin` + `<prefix>.idx`, relative to this folder);
-the streams are already mixed and shuffled across shards, so weight each shard by its tokens:
+Each shard is a `--data-path` prefix (`<prefix>.bin` + `<prefix>.idx`, relative to this folder).
+The streams are separate shard sets; these weights make Megatron's blended dataset draw them at
+the target ratio (each stream's shards in proportion to their tokens):
 
 ```
---data-path {data_path}
+--data-path {mix["data_path"]}
 ```
+
+For another ratio, without re-tokenizing: `raypipe mix <this folder> --ratio agent=2,code=1,text=1`.
 
 ## Mix (by tokens)
 
-{_table(["stream", "target", "achieved", "tokens", "documents", "sequences", "available tokens"], mix_rows)}
+{_table(["stream", "target", "achieved", "shipped tokens", "documents", "epochs", "available tokens"], mix_rows)}
 
-Sequences above documents mean whole documents were repeated (upsampling). Warnings:
+"achieved" is the share the blend weights draw; "epochs" is how often a stream's shipped tokens are
+drawn at the planned total of {mix["total_tokens"]:,} tokens (above 1: repeated). Warnings:
 
 {warnings}
 

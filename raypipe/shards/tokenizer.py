@@ -20,8 +20,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from raypipe.config import StorageConfig, TokenizerConfig
+from raypipe.stage import Resources, Stage, apply, cluster_cpus
 from raypipe.storage import read_bytes
 
 # LLaMA-3's pre-tokenizer regex and special-token layout, as published with the model: 256 special
@@ -266,3 +268,41 @@ class TokenizeStage:
         batch["tokens"] = docs
         batch["n_tokens"] = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
         return batch
+
+
+class TokenizeDocs(Stage):
+    """The shard phase's tokenizer stage: adds ``tokens`` (int32 ids, EOS appended) and ``n_tokens``.
+
+    Runs on an actor pool (the tokenizer loads once per actor); the ids go straight into an
+    Arrow list column, so a batch never holds one Python int per token.
+    """
+
+    needs = ("text",)
+    adds = pa.schema([("tokens", pa.list_(pa.int32())), ("n_tokens", pa.int64())])
+
+    def __init__(self, cfg: TokenizerConfig, storage: StorageConfig | None, actors: int):
+        self.cfg = cfg
+        self.storage = storage
+        self.resources = Resources(cpus=cfg.actor_cpus, actors=actors)
+        self.batch_size = cfg.batch_size
+        self.tokenizer: Tokenizer | None = None
+
+    @classmethod
+    def apply_to(cls, ds: Any, cfg: Any) -> Any:
+        """``ds`` with the stage appended, its pool sized by ``tokenizer.max_actors`` (else the cluster's CPUs)."""
+        actors = cfg.tokenizer.max_actors or max(1, int(cluster_cpus()))
+        return apply(ds, cls(cfg.tokenizer, cfg.storage, actors))
+
+    def setup(self) -> None:
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self.cfg, self.storage)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        assert self.tokenizer is not None, "setup() loads the tokenizer"
+        docs = self.tokenizer.encode_documents(batch.column("text").to_pylist())
+        lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+        offsets = np.zeros(len(docs) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        values = np.concatenate(docs) if docs else np.empty(0, dtype=np.int32)
+        tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32()))
+        return batch.append_column("tokens", tokens).append_column("n_tokens", pa.array(lengths, pa.int64()))
