@@ -123,3 +123,98 @@ def test_unreadable_input_fails_the_run_and_a_rerun_reads_it(shared_data, flaky,
         assert (out / "_state/extract/units" / f"{k}.json").stat().st_mtime_ns == mtime
     stats = json.loads((out / "stats.json").read_text())
     assert "failed_inputs" not in stats and state.phase("extract")["status"] == "done"
+
+
+def test_changed_setting_reruns_its_phase_and_not_the_earlier_ones(shared_data, tmp_path, caplog, capsys):
+    import ray
+
+    from raypipe.config import load_config
+    from raypipe.pipeline import run
+
+    out = tmp_path / "run"
+    base = {
+        "input": [str(shared_data / "warc" / "built" / "web-00000.warc.gz")],
+        "output": str(out),
+        "phases": ["seeds", "extract", "score"],
+        "ray": {"num_cpus": 2, "progress_bars": False},
+        "seeds": {
+            "sources": [str(shared_data / "seeds" / "api_docs_pypi" / "python_library_docs.jsonl.gz")],
+            "harvest_modules": ["json"],
+            "max_per_source": 80,
+        },
+    }
+    state = RunState(OutputStore(str(out), StorageConfig()))
+    caplog.set_level(logging.INFO)
+    try:
+        first = run(load_config(base=base))
+        assert first["score"]["mode"] == "cascade"
+        records = {p: state.phase(p) for p in ("seeds", "extract", "score")}
+        assert records["score"]["settings"]["classify.mode"] == "cascade"
+        units = {k: u["settings"] for k, u in state.units("extract").items()}
+
+        caplog.clear()  # a bigger batch and fewer actors change nothing: every phase is reused
+        run(load_config(base={**base, "classify": {"batch_size": 64, "max_actors": 1}}))
+        assert state.phase("score")["updated"] == records["score"]["updated"]
+        assert not [r for r in caplog.records if "rerunning" in r.getMessage()]
+
+        caplog.clear()
+        second = run(load_config(base={**base, "classify": {"mode": "fasttext_only"}}))
+    finally:
+        ray.shutdown()
+    assert second["score"]["mode"] == "fasttext_only"
+    assert json.loads((out / "stats.json").read_text())["score"]["mode"] == "fasttext_only"
+    reruns = [r.getMessage() for r in caplog.records if "rerunning" in r.getMessage()]
+    assert reruns == ["score: rerunning: classify.mode changed ('cascade' -> 'fasttext_only')"], reruns
+    for phase in ("seeds", "extract"):  # neither depends on classify.*: not redone
+        assert state.phase(phase)["fingerprint"] == records[phase]["fingerprint"]
+    assert {k: u["settings"] for k, u in state.units("extract").items()} == units
+    assert "0 to read" in "\n".join(r.getMessage() for r in caplog.records if r.name == "raypipe.pipeline")
+    score = state.phase("score")
+    assert score["fingerprint"] != records["score"]["fingerprint"] and score["upstream"]["extract"]
+    assert main(["status", str(out)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("score"))
+    assert "rerun_because=classify.mode changed" in line and f"fingerprint={score['fingerprint']}" in line
+
+
+@pytest.mark.parametrize(
+    ("change", "phases"),
+    [
+        ({"classify": {"mode": "fasttext_only"}}, {"score"}),
+        ({"dedup": {"threshold": 0.7}}, {"clean"}),
+        ({"quality": {"min_words": 10}}, {"extract"}),
+        ({"mix": {"ratio": {"agent": 2, "text": 1}}}, {"shard"}),
+        ({"retrieve": {"model": "other"}}, {"seeds", "score"}),
+        ({"output": "/elsewhere", "ray": {"num_cpus": 1}, "storage": {"retries": 1}}, set()),
+        ({"classify": {"batch_size": 8, "num_cpus": 1}, "dedup": {"workers": 3, "memory_budget_mb": 64}}, set()),
+        ({"tokenizer": {"max_actors": 2}, "shards": {"writer_tasks": 4}, "extract": {"batch_size": 1}}, set()),
+    ],
+)
+def test_phase_settings_hold_only_the_keys_that_change_output(change, phases):
+    from raypipe.config import PHASE_KEYS, load_config
+
+    base = {"input": "s3://b/in", "output": "s3://b/out"}
+    before, after = load_config(base=base), load_config(base={**base, **change})
+    changed = {p for p in PHASE_KEYS if before.phase_settings(p) != after.phase_settings(p)}
+    assert changed == phases
+
+
+def test_a_redone_phase_makes_every_later_phase_stale(tmp_path):
+    from raypipe.config import load_config
+
+    cfg = load_config(base={"input": "s3://b/in", "output": str(tmp_path)})
+    state = RunState(OutputStore(str(tmp_path), StorageConfig()))
+    for phase in ("seeds", "extract", "score", "clean", "shard"):
+        state.set_phase(phase, "done", summary={})
+        state.stamp(phase, cfg.phase_settings(phase), None)
+    assert all(state.stale_reason(p, cfg.phase_settings(p)) is None for p in ("seeds", "score", "clean", "shard"))
+
+    changed = cfg.model_copy(update={"classify": cfg.classify.model_copy(update={"rounds": 2})})
+    reason = state.stale_reason("score", changed.phase_settings("score"))
+    assert reason == "classify.rounds changed (1 -> 2)"
+    state.invalidate("score", reason)
+    assert state.finished("score") is None  # the phase function then runs instead of skipping
+    state.set_phase("score", "done", summary={})
+    state.stamp("score", changed.phase_settings("score"), reason)
+    clean = state.stale_reason("clean", cfg.phase_settings("clean"))
+    assert clean == "its input, the score phase's output, changed (score: classify.rounds changed (1 -> 2))"
+    assert state.stale_reason("seeds", cfg.phase_settings("seeds")) is None
