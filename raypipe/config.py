@@ -332,7 +332,9 @@ class DecontamConfig(Section):
 
     enabled: bool = Field(True, description="Drop documents that contain benchmark test items.")
     benchmarks: str | None = Field(
-        None, description="URI of the benchmark test sets (BFCL, API-Bank, APIBench, ToolBench, OpenFunctions)."
+        "@bfcl-eval",
+        description="URI of the benchmark test sets (BFCL, API-Bank, APIBench, ToolBench, OpenFunctions); "
+        "@bfcl-eval = the BFCL v4 test data in the bfcl-eval wheel; None = no source (the run says so loudly).",
     )
     ngram: int = Field(13, ge=4, description="Words per indexed window.")
     min_ngram: int = Field(

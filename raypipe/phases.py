@@ -157,9 +157,13 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
     ds = add_selection(read_parts(store, "extracted"), cfg.classify, model_uri, cfg.storage, retrieve=retrieve)
     rows = write_dataset(ds, cfg, store, SCORED)
     scored = read_parts(
-        store, SCORED, columns=["seed_similarity", "agent_score", "selected", "drop_reason", "url"]
+        store, SCORED, columns=["seed_similarity", "agent_score", "selected", "drop_reason", "quality_ok", "url"]
     ).to_pandas()
     selected = scored[scored["selected"].fillna(False).astype(bool)]
+    # Pages the extract phase dropped keep its reason in drop_reason; they are counted there, once.
+    not_selected = scored[
+        scored["quality_ok"].fillna(False).astype(bool) & ~scored["selected"].fillna(False).astype(bool)
+    ]
     summary = {
         "pages": rows,
         "selected": len(selected),
@@ -175,7 +179,7 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
             }
             for r in reports
         ],
-        "drop_reasons": scored["drop_reason"].fillna("selected").value_counts().to_dict(),
+        "drop_reasons": not_selected["drop_reason"].fillna("unknown").value_counts().to_dict(),
         "top_domains": selected["url"].str.extract(r"^[a-z]+://([^/:]+)")[0].value_counts().head(20).to_dict(),
         "histograms": {
             "seed_similarity": _histogram(scored["seed_similarity"], rule.get("similarity_threshold"), -0.2, 1.0),
@@ -249,8 +253,23 @@ def run_clean_phase(cfg: RunConfig, store: OutputStore, state: RunState) -> dict
     pages_only = final.filter(lambda row: not str(row["doc_id"]).startswith("seed:"), num_cpus=LIGHT_TASK_CPUS)
     candidates = write_dataset(pages_only, cfg, store, CANDIDATES, columns=CANDIDATE_COLUMNS)
     summary = {"documents": rows, "candidates": candidates, **clean_stats, "seconds": round(time.time() - start, 2)}
+    summary.update(clean_funnel(clean_stats))
     state.set_phase("clean", "done", started=start, summary=summary)
     return summary
+
+
+def clean_funnel(clean_stats: dict[str, Any]) -> dict[str, Any]:
+    """The clean phase's rows of the run's funnel and its drop reasons: documents that reached it
+    (quality-kept pages of both streams, plus the seeds) and those it kept; a page dropped earlier
+    is counted under the phase that dropped it, not again here."""
+    entering = clean_stats["documents"] - clean_stats["dropped_earlier"]
+    return {
+        "funnel": [
+            {"stage": "clean_input", "documents": entering},
+            {"stage": "clean_kept", "documents": clean_stats["kept"]},
+        ],
+        "drop_reasons": {k: v for k, v in sorted(clean_stats["dropped"].items()) if v},
+    }
 
 
 def finalize_candidates(batch: pd.DataFrame) -> pd.DataFrame:
@@ -266,9 +285,12 @@ def finalize_candidates(batch: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def run_shard_phase(cfg: RunConfig, store: OutputStore, state: RunState, funnel: list[dict]) -> dict[str, Any]:
+def run_shard_phase(
+    cfg: RunConfig, store: OutputStore, state: RunState, funnel: list[dict], warnings: list[str] | None = None
+) -> dict[str, Any]:
     """Phase 4: the streams (agent = selected clean pages + seeds; text = clean general pages or a
-    configured dataset; code = the configured dataset) mixed by tokens into Megatron shards."""
+    configured dataset; code = the configured dataset) mixed by tokens into Megatron shards.
+    ``warnings`` (an earlier phase's, such as a missing benchmark source) go into the datasheet."""
     from raypipe.shards.phase import run_shard
     from raypipe.streams import configured_streams
 
@@ -286,6 +308,7 @@ def run_shard_phase(cfg: RunConfig, store: OutputStore, state: RunState, funnel:
     missing = sorted(set(cfg.mix.ratio) - set(streams))
     if missing:
         raise RuntimeError(f"mix.ratio names streams with no source: {missing} (set mix.code / mix.text)")
-    manifest = run_shard({k: v for k, v in streams.items() if k in cfg.mix.ratio}, cfg, store, {"stages": funnel})
+    run_info = {"stages": funnel, "warnings": list(warnings or [])}
+    manifest = run_shard({k: v for k, v in streams.items() if k in cfg.mix.ratio}, cfg, store, run_info)
     state.set_phase("shard", "done", started=start, shards=len(manifest["shards"]))
     return manifest

@@ -405,19 +405,23 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     if "score" in stats:
         stats["scores"] = stats["score"]["histograms"]
         stats["top_domains"] = [{"domain": d, "documents": n} for d, n in stats["score"]["top_domains"].items()]
+    warnings = [w for name in phases if isinstance(stats.get(name), dict) for w in stats[name].get("warnings") or []]
     if "shard" in cfg.phases and not failed:
         ensure_cwd()
         began = time.monotonic()
         provenance = _check_phase("shard", cfg, state)
-        manifest = run_shard_phase(cfg, store, state, full_funnel(stats))
+        manifest = run_shard_phase(_resolve_code_stream(cfg, store), store, state, full_funnel(stats), warnings)
         _stamp_phase("shard", provenance, state)
         timings["shard"] = round(time.monotonic() - began, 2)
         stats["mix"] = {**manifest["totals"], **manifest["mix"], "tokenizer": manifest["tokenizer"]}
     stats["funnel"] = full_funnel(stats)
+    stats["warnings"] = warnings
     if failed:
         stats["failed_inputs"] = failed
     store.write_text("stats.json", json.dumps(stats, indent=2, sort_keys=True, default=str))
     write_report(stats, store)
+    for warning in warnings:
+        log.error("%s", warning)
     if failed:
         log.error(
             "run incomplete: %d input files could not be read after retries (stats.json failed_inputs):", len(failed)
@@ -427,6 +431,20 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         log.error("rerun the same config to read them again; finished files are kept")
         raise InputsFailed(failed)
     return stats
+
+
+def _resolve_code_stream(cfg: RunConfig, store: OutputStore) -> RunConfig:
+    """``mix.code.uri: "@site-packages"``: the installed packages' sources, written once under the
+    output prefix (``raypipe.defaults``) so the workers read them like any configured dataset."""
+    from raypipe.defaults import SITE_PACKAGES, materialize_site_packages
+
+    code = cfg.mix.code
+    if code is None or code.uri != SITE_PACKAGES:
+        return cfg
+    resolved = code.model_copy(
+        update={"uri": materialize_site_packages(store), "id_field": "id", "name": code.name or "site_packages"}
+    )
+    return cfg.model_copy(update={"mix": cfg.mix.model_copy(update={"code": resolved})})
 
 
 @dataclass
