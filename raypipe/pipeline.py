@@ -273,6 +273,12 @@ def run_extract(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str
     redo = sorted(k for k in units if k in stems and k not in done)
     if redo:
         log.warning("extract: %d files were extracted under other extract settings; extracting them again", len(redo))
+    dropped = sorted(k for k in units if k not in stems)
+    if dropped:  # the later phases read every part under extracted/: only this input list's may be there
+        log.warning("extract: %d files are no longer in the input list; removing their pages", len(dropped))
+        for stem in dropped:
+            store.delete(f"{EXTRACTED}/{stem}")
+            store.delete(state.unit_key("extract", stem))
     todo = [u for u in uris if file_stem(u) not in done]
     log.info("extract: %d input files, %d already done, %d to read", len(uris), len(uris) - len(todo), len(todo))
     start = time.time()
