@@ -82,8 +82,7 @@ def test_demo_config_runs_on_shipped_defaults(common_crawl, tmp_path):
     assert all(manifest["mix"]["streams"][s]["tokens"] > 0 for s in ("agent", "code", "text"))
 
     with short_tmp() as work:
-        job = run_job([*sets, "decontam.benchmarks=null"], env, work / "b", timeout_s=900)
-    log = job.log()
+        log = run_job([*sets, "decontam.benchmarks=null"], env, work / "b", timeout_s=900).log()
     assert "clean: rerunning: decontam.benchmarks changed ('@bfcl-eval' -> None)" in log
     assert "extract: 1 input files, 1 already done, 0 to read" in log
     stats = json.loads((out / "stats.json").read_text())
