@@ -6,12 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
+# bfcl-eval without its dependencies (numpy==1.26.4, LLM clients): only its BFCL test data is read,
+# as the default decontamination source (raypipe/defaults.py).
 # torch first and alone: its CPU build lies on disk; a plain `torch` would pull GBs of CUDA wheels.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps bfcl-eval==2026.3.23
 	touch $(STAMP)
 
 demo: $(STAMP)

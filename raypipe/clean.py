@@ -48,7 +48,7 @@ import ray
 import ray.data
 
 from raypipe.config import DecontamConfig, DedupConfig, RunConfig
-from raypipe.decontam import CONTAMINATION, DecontamIndex, DecontamMatcher, build_index
+from raypipe.decontam import CONTAMINATION, DecontamIndex, DecontamMatcher, NoBenchmarkSource, build_index
 from raypipe.dedup.components import connected_components
 from raypipe.dedup.exact import exact_duplicates
 from raypipe.dedup.lsh import candidate_edges, candidate_probability
@@ -56,6 +56,7 @@ from raypipe.dedup.minhash import DedupFingerprinter
 from raypipe.dedup.normalize import normalize_text, word_hashes, words
 from raypipe.dedup.precision import pair_sample_mask, precision_report
 from raypipe.dedup.shuffle import partitions_for
+from raypipe.defaults import describe_benchmarks
 from raypipe.filesource import parquet_dataset
 from raypipe.select import Flag, PriorRoute, Select, TagReason
 from raypipe.stage import LIGHT_TASK_CPUS, Resources, Stage, apply, cluster_cpus, map_table
@@ -270,10 +271,21 @@ def run_clean(
     """
     started = time.monotonic()
     dedup, decontam = cfg.dedup, cfg.decontam
+    warnings: list[str] = []
     if decontam.enabled and index is None:
-        index = build_index(decontam, cfg.storage)
+        try:
+            index = build_index(decontam, cfg.storage)
+        except NoBenchmarkSource as e:
+            warnings.append(
+                f"NO BENCHMARK SOURCE: decontamination matched nothing ({e}); benchmark test items may be in the corpus"
+            )
+            log.error("clean phase: %s", warnings[-1])
     if not decontam.enabled:
         index = None
+        warnings.append(
+            "decontamination is disabled (decontam.enabled=false): benchmark test items may be in the corpus"
+        )
+        log.warning("clean phase: %s", warnings[-1])
     fs = _arrow_fs(store)
     path = store.key(FINGERPRINTS)
     store.delete(FINGERPRINTS)
@@ -360,7 +372,12 @@ def run_clean(
         "dropped_earlier": earlier,
         "dropped": counts,
         "kept": documents - earlier - sum(counts.values()),
-        "contamination": {"benchmarks": contamination, "index": index.summary() if index is not None else None},
+        "contamination": {
+            "source": describe_benchmarks(decontam.benchmarks) if index is not None else None,
+            "benchmarks": contamination,
+            "index": index.summary() if index is not None else None,
+        },
+        "warnings": warnings,
         "near_dedup": near_stats,
         "partitions": {"keys": partitions, "rows": full_partitions},
         "seconds": {**seconds, "report": round(time.monotonic() - started - sum(seconds.values()), 1)},

@@ -29,10 +29,14 @@ def print_summary(stats: dict) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from raypipe.pipeline import run
+    from raypipe.pipeline import InputsFailed, run
 
     cfg = load_config(args.config, args.set)
-    stats = run(cfg)
+    try:
+        stats = run(cfg)
+    except InputsFailed as e:
+        print(f"raypipe: error: {redact(str(e))}; rerun to read them (stats.json lists them)", file=sys.stderr)
+        return 1
     print_summary(stats)
     return 0
 

@@ -349,7 +349,9 @@ class DecontamConfig(Section):
 
     enabled: bool = Field(True, description="Drop documents that contain benchmark test items.")
     benchmarks: str | None = Field(
-        None, description="URI of the benchmark test sets (BFCL, API-Bank, APIBench, ToolBench, OpenFunctions)."
+        "@bfcl-eval",
+        description="URI of the benchmark test sets (BFCL, API-Bank, APIBench, ToolBench, OpenFunctions); "
+        "@bfcl-eval = the BFCL v4 test data in the bfcl-eval wheel; None = no source (the run says so loudly).",
     )
     ngram: int = Field(13, ge=4, description="Words per indexed window.")
     min_ngram: int = Field(
@@ -510,6 +512,90 @@ class RunConfig(Section):
         """Stable hash of the effective configuration (recorded in the manifest)."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
+
+    def phase_settings(self, phase: str) -> dict[str, Any]:
+        """The config keys (dotted, leaf values) that change ``phase``'s output; see ``PHASE_KEYS``."""
+        flat = _flatten(self.model_dump(mode="json"))
+        wanted = PHASE_KEYS[phase]
+        return {
+            key: value
+            for key, value in sorted(flat.items())
+            if key not in NOT_OUTPUT and any(key == w or key.startswith(w + ".") for w in wanted)
+        }
+
+
+# Which config keys change which phase's output (the phase's completion record stores their values,
+# and a rerun with any of them changed redoes that phase and every phase that reads its output).
+# Keys outside every list (storage.*, ray.*, output, phases, limit_files, input) and the ones in
+# NOT_OUTPUT only change how fast, where or how reliably a phase runs, never what it writes; the
+# input list is the extract phase's *inputs* (a hash of the expanded file list), not a setting.
+PHASE_KEYS: dict[str, tuple[str, ...]] = {
+    "seeds": (
+        "seeds",
+        "crawl",
+        "retrieve.model",
+        "retrieve.index_dir",
+        "retrieve.max_tokens",
+        "retrieve.seed_max_chunks",
+        "retrieve.flat_max_vectors",
+        "retrieve.index_type",
+        "retrieve.hnsw_m",
+    ),
+    "extract": ("limit_records", "extract", "quality"),
+    "score": ("seed", "classify", "retrieve"),
+    "clean": ("dedup", "decontam"),
+    "shard": ("seed", "mix", "tokenizer", "shards"),
+}
+# Resource, batching, retry and timeout knobs inside those sections.
+NOT_OUTPUT: frozenset[str] = frozenset(
+    {
+        "extract.batch_size",
+        "classify.batch_size",
+        "classify.num_cpus",
+        "classify.max_actors",
+        "retrieve.batch_size",
+        "retrieve.device",
+        "retrieve.num_gpus",
+        "retrieve.actors",
+        "retrieve.cpus_per_actor",
+        "crawl.shards",
+        "crawl.actor_num_cpus",
+        "crawl.poll_interval_s",
+        "crawl.output_subdir",
+        "crawl.retries",
+        "crawl.backoff_base_s",
+        "crawl.backoff_max_s",
+        "crawl.connect_timeout_s",
+        "crawl.read_timeout_s",
+        "crawl.total_timeout_s",
+        "crawl.host_concurrency",
+        "crawl.host_delay_s",
+        "seeds.harvest_module_timeout_s",
+        "dedup.memory_budget_mb",
+        "dedup.batch_size",
+        "dedup.workers",
+        "dedup.min_partitions",
+        "tokenizer.batch_size",
+        "tokenizer.num_threads",
+        "tokenizer.actor_cpus",
+        "tokenizer.max_actors",
+        "shards.writer_tasks",
+        "shards.write_chunk_bytes",
+    }
+)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Sections to dotted keys (``{"mix": {"ratio": {...}}}`` -> ``{"mix.ratio": {...}}``); values
+    below a section's fields stay whole, so a changed ratio is reported as ``mix.ratio``."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if not prefix and isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
 
 
 def _parse_scalar(text: str) -> Any:

@@ -326,10 +326,32 @@ class DecontamIndex:
         return found, np.unique(np.concatenate(owners))
 
 
+class NoBenchmarkSource(LookupError):
+    """Decontamination has no benchmark test sets to match against; the message says why."""
+
+
+def load_packaged_bfcl() -> list[BenchmarkItem]:
+    """The BFCL v4 test items shipped in the ``bfcl-eval`` wheel (``decontam.benchmarks: "@bfcl-eval"``)."""
+    from raypipe.defaults import bfcl_eval_files
+
+    files = bfcl_eval_files()
+    if not files:
+        raise NoBenchmarkSource("decontam.benchmarks is @bfcl-eval but the bfcl-eval package is not installed")
+    return [item for rel, path in files for item in _bfcl(rel, _parse_records(path.name, path.read_bytes()))]
+
+
 def build_index(cfg: DecontamConfig, storage: StorageConfig) -> DecontamIndex:
-    """Load the configured benchmarks and build the n-gram index (driver side; a few seconds)."""
+    """Load the configured benchmarks and build the n-gram index (driver side; a few seconds).
+
+    Raises ``NoBenchmarkSource`` when none is configured or the packaged one is not installed; a
+    configured folder that is missing or empty is an error of its own (FileNotFoundError).
+    """
+    from raypipe.defaults import BFCL_EVAL
+
     if not cfg.benchmarks:
-        raise ValueError("decontam.benchmarks is not set: point it at the benchmark test sets (or disable decontam)")
+        raise NoBenchmarkSource("decontam.benchmarks is not set")
+    if cfg.benchmarks == BFCL_EVAL:
+        return DecontamIndex.build(load_packaged_bfcl(), cfg)
     return DecontamIndex.build(load_benchmark_items(cfg.benchmarks, storage), cfg)
 
 

@@ -1,7 +1,10 @@
 """``make demo``: a local S3 server, the input WARCs uploaded to it, and the real job on local Ray.
 
-Input: every WARC under ``../shared/data/warc`` when that folder exists; otherwise the first WARC
-file of a recent Common Crawl dump over HTTPS, stopped after ``--records`` records. The S3 data
+Input: every WARC under ``../shared/data/warc`` when that folder exists (with its seeds, code
+dataset and benchmarks); otherwise ``configs/demo.yaml`` as it stands, on what the installed
+packages ship (``raypipe.defaults``): the first WARC file of a Common Crawl dump over HTTPS,
+stopped after ``--records`` records, harvested seeds, the bfcl-eval wheel's BFCL test data and the
+installed packages' Python sources as the code stream. The S3 data
 lives under ``.demo/s3`` so the output survives the demo; small result files are also copied to
 ``.demo/out`` for a quick look.
 """
@@ -55,17 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             for p in files:
                 server.upload_file(p, BUCKET, f"input/{p.relative_to(warc_dir)}")
             print(f"demo: uploaded {len(files)} WARC files from {warc_dir} to s3://{BUCKET}/input/")
-            overrides.append(f"input=s3://{BUCKET}/input/")
+            overrides += [f"input=s3://{BUCKET}/input/", "limit_files=null", "limit_records=null"]
         else:
             print(f"demo: {warc_dir} not found; reading the first WARC of {args.crawl} over HTTPS")
             overrides += [f"input={args.crawl}", "limit_files=1", f"limit_records={args.records}"]
-            # no seed files and no code dataset without ../shared: harvested API docs are the seeds
-            overrides += [
-                "seeds.sources=[]",
-                "seeds.license_manifest=null",
-                "mix.code=null",
-                "mix.ratio={agent: 1, text: 1}",
-            ]
         env = {**os.environ, **server.env}
         cmd = [sys.executable, str(REPO / "jobs" / "build_forge.py"), "--config", args.config]
         for item in overrides + args.set:

@@ -245,13 +245,31 @@ def run_clean_phase(cfg: RunConfig, store: OutputStore, state: RunState) -> dict
     )
     candidates = write_dataset(pages_only, cfg, store, CANDIDATES, columns=CANDIDATE_COLUMNS)
     summary = {"documents": rows, "candidates": candidates, **clean_stats, "seconds": round(time.time() - start, 2)}
+    summary.update(clean_funnel(clean_stats))
     state.set_phase("clean", "done", started=start, summary=summary)
     return summary
 
 
-def run_shard_phase(cfg: RunConfig, store: OutputStore, state: RunState, funnel: list[dict]) -> dict[str, Any]:
+def clean_funnel(clean_stats: dict[str, Any]) -> dict[str, Any]:
+    """The clean phase's rows of the run's funnel and its drop reasons: documents that reached it
+    (quality-kept pages of both streams, plus the seeds) and those it kept; a page dropped earlier
+    is counted under the phase that dropped it, not again here."""
+    entering = clean_stats["documents"] - clean_stats["dropped_earlier"]
+    return {
+        "funnel": [
+            {"stage": "clean_input", "documents": entering},
+            {"stage": "clean_kept", "documents": clean_stats["kept"]},
+        ],
+        "drop_reasons": {k: v for k, v in sorted(clean_stats["dropped"].items()) if v},
+    }
+
+
+def run_shard_phase(
+    cfg: RunConfig, store: OutputStore, state: RunState, funnel: list[dict], warnings: list[str] | None = None
+) -> dict[str, Any]:
     """Phase 4: the streams (agent = selected clean pages + seeds; text = clean general pages or a
-    configured dataset; code = the configured dataset) mixed by tokens into Megatron shards."""
+    configured dataset; code = the configured dataset) mixed by tokens into Megatron shards.
+    ``warnings`` (an earlier phase's, such as a missing benchmark source) go into the datasheet."""
     from raypipe.shards.phase import run_shard
     from raypipe.streams import configured_streams
 
@@ -268,6 +286,7 @@ def run_shard_phase(cfg: RunConfig, store: OutputStore, state: RunState, funnel:
     missing = sorted(set(cfg.mix.ratio) - set(streams))
     if missing:
         raise RuntimeError(f"mix.ratio names streams with no source: {missing} (set mix.code / mix.text)")
-    manifest = run_shard({k: v for k, v in streams.items() if k in cfg.mix.ratio}, cfg, store, {"stages": funnel})
+    run_info = {"stages": funnel, "warnings": list(warnings or [])}
+    manifest = run_shard({k: v for k, v in streams.items() if k in cfg.mix.ratio}, cfg, store, run_info)
     state.set_phase("shard", "done", started=start, shards=len(manifest["shards"]))
     return manifest

@@ -27,7 +27,7 @@ from raypipe.report import write_report
 from raypipe.runtime import ensure_cwd, init_ray
 from raypipe.select import Select
 from raypipe.stage import LIGHT_TASK_CPUS, Resources, apply, cluster_cpus, sink
-from raypipe.state import RunState
+from raypipe.state import RunState, digest
 from raypipe.storage import OutputStore, expand_inputs, redact, s3_endpoint
 from raypipe.warc import file_stem, warc_dataset
 
@@ -91,11 +91,34 @@ class FileProgress:
         return self.stats is not None and self.rows >= self.stats["html_responses"]
 
 
-class ExtractTracker:
-    """Driver-side bookkeeping from the writer's summaries: completion records and progress lines."""
+class InputsFailed(RuntimeError):
+    """Input files that could not be read after every retry (and one more pass at the end of the
+    extract phase): the run wrote what it could, but its output is incomplete; a rerun reads them."""
 
-    def __init__(self, state: RunState, total_files: int, already_done: int, log_every_s: float = 10.0):
+    def __init__(self, failed: list[dict[str, str]]):
+        self.failed = failed
+        super().__init__(f"{len(failed)} input files could not be read: " + ", ".join(f["uri"] for f in failed))
+
+
+class ExtractTracker:
+    """Driver-side bookkeeping from the writer's summaries: completion records and progress lines.
+
+    ``settings`` (a hash of the extract phase's settings) is kept in every completion record, so a
+    file extracted under other settings is not taken as done. A file whose read failed is recorded
+    as failed (``failed``: URI -> error), its partial parts deleted, and never marked done.
+    """
+
+    def __init__(
+        self,
+        state: RunState,
+        total_files: int,
+        already_done: int,
+        log_every_s: float = 10.0,
+        settings: str | None = None,
+    ):
         self.state = state
+        self.settings = settings
+        self.failed: dict[str, str] = {}
         self.files: dict[str, FileProgress] = defaultdict(FileProgress)
         self.total = total_files
         self.done = already_done
@@ -120,6 +143,9 @@ class ExtractTracker:
         self._maybe_log()
 
     def _finish(self, uri: str, prog: FileProgress) -> None:
+        if prog.stats.get("failed"):
+            self._fail(uri, prog)
+            return
         record = {
             "uri": redact(uri),
             "records": prog.stats["records"],
@@ -131,12 +157,33 @@ class ExtractTracker:
             "drops": dict(prog.drops),
             "languages": dict(prog.languages),
             "parts": sorted(prog.parts),
+            "settings": self.settings,
         }
         self.state.mark_unit("extract", file_stem(uri), record)
         del self.files[uri]
         self.done += 1
+        self._record_progress()
+
+    def _fail(self, uri: str, prog: FileProgress) -> None:
+        """The read stopped early: what was written of the file is deleted (a rerun redoes it whole)."""
+        error = prog.stats["failed"]
+        self.state.store.delete(f"{EXTRACTED}/{file_stem(uri)}")
+        self.state.mark_failed("extract", file_stem(uri), {"uri": redact(uri), "error": error, "at": time.time()})
+        log.warning("extract: %s could not be read: %s", redact(uri), error)
+        self.failed[uri] = error
+        self.docs -= prog.rows
+        del self.files[uri]
+        self._record_progress()
+
+    def _record_progress(self) -> None:
         self.state.set_phase(
-            "extract", "running", files_done=self.done, files_total=self.total, started=self.started_at, docs=self.docs
+            "extract",
+            "running",
+            files_done=self.done,
+            files_total=self.total,
+            files_failed=len(self.failed),
+            started=self.started_at,
+            docs=self.docs,
         )
 
     def _maybe_log(self, force: bool = False) -> None:
@@ -186,36 +233,74 @@ def funnel_from_units(units: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _extract_files(todo: list[str], cfg: RunConfig, store: OutputStore, tracker: ExtractTracker) -> None:
+    """One streaming plan over ``todo``: read, extract, write parts; the tracker records each file."""
+    for uri in todo:  # partial output of an interrupted file is redone from scratch
+        store.delete(f"{EXTRACTED}/{file_stem(uri)}")
+    ds = warc_dataset(todo, cfg.storage, cfg.extract, cfg.limit_records)
+    extract = ExtractStage(cfg.extract)
+    ds = apply(ds, extract)
+    for page_filter in load_filters(cfg.extract):
+        ds = apply(ds, page_filter)
+    ds = apply(ds, Select(extract_rules(cfg.extract, cfg.quality), None, extract.batch_size, extract.resources))
+    ds = sink(ds, PartWriter, cfg.output, cfg.storage, EXTRACTED, resources=_writer_resources())
+    for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+        for row in batch.to_dict("records"):
+            tracker.update(row)
+    tracker._maybe_log(force=True)
+    if tracker.files:
+        missing = sorted(file_stem(u) for u in tracker.files)
+        raise RuntimeError(f"extract: files not fully written: {missing}")
+
+
 def run_extract(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
-    """Phase 2: stream every pending WARC file to ``extracted/``; returns the extraction funnel."""
+    """Phase 2: stream every pending WARC file to ``extracted/``; returns the extraction funnel.
+
+    A file is pending unless it was extracted under the same extract settings. Files whose read
+    failed after every retry are read once more at the end; those that fail again are listed in
+    the summary's ``failed_inputs`` and the phase is recorded as failed, not done.
+    """
     uris = expand_inputs(cfg.input, cfg.storage, cfg.limit_files)
-    done = state.units("extract")
+    stems = {file_stem(u) for u in uris}
+    settings = digest(cfg.phase_settings("extract"))
+    units = state.units("extract")
+    done = {k for k, u in units.items() if u.get("settings") == settings}
+    redo = sorted(k for k in units if k in stems and k not in done)
+    if redo:
+        log.warning("extract: %d files were extracted under other extract settings; extracting them again", len(redo))
+    dropped = sorted(k for k in units if k not in stems)
+    if dropped:  # the later phases read every part under extracted/: only this input list's may be there
+        log.warning("extract: %d files are no longer in the input list; removing their pages", len(dropped))
+        for stem in dropped:
+            store.delete(f"{EXTRACTED}/{stem}")
+            store.delete(state.unit_key("extract", stem))
     todo = [u for u in uris if file_stem(u) not in done]
     log.info("extract: %d input files, %d already done, %d to read", len(uris), len(uris) - len(todo), len(todo))
     start = time.time()
     state.set_phase("extract", "running", files_done=len(uris) - len(todo), files_total=len(uris), started=start)
+    tracker = ExtractTracker(state, len(uris), len(uris) - len(todo), settings=settings)
     if todo:
-        for uri in todo:  # partial output of an interrupted file is redone from scratch
-            store.delete(f"{EXTRACTED}/{file_stem(uri)}")
-        ds = warc_dataset(todo, cfg.storage, cfg.extract, cfg.limit_records)
-        extract = ExtractStage(cfg.extract)
-        ds = apply(ds, extract)
-        for page_filter in load_filters(cfg.extract):
-            ds = apply(ds, page_filter)
-        ds = apply(ds, Select(extract_rules(cfg.extract, cfg.quality), None, extract.batch_size, extract.resources))
-        ds = sink(ds, PartWriter, cfg.output, cfg.storage, EXTRACTED, resources=_writer_resources())
-        tracker = ExtractTracker(state, len(uris), len(uris) - len(todo))
-        for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
-            for row in batch.to_dict("records"):
-                tracker.update(row)
-        tracker._maybe_log(force=True)
-        if tracker.files:
-            missing = sorted(file_stem(u) for u in tracker.files)
-            raise RuntimeError(f"extract: files not fully written: {missing}")
-    units = {k: v for k, v in state.units("extract").items() if k in {file_stem(u) for u in uris}}
+        _extract_files(todo, cfg, store, tracker)
+    if tracker.failed:
+        retry = sorted(tracker.failed)
+        log.warning("extract: %d files could not be read; reading them once more: %s", len(retry), redact(str(retry)))
+        tracker.failed.clear()
+        _extract_files(retry, cfg, store, tracker)
+    units = {k: v for k, v in state.units("extract").items() if k in stems and v.get("settings") == settings}
     summary = funnel_from_units(units)
     summary["seconds"] = round(time.time() - start, 2)
-    state.set_phase("extract", "done", files_done=len(units), files_total=len(uris), started=start)
+    failed = [{"uri": redact(u), "error": e} for u, e in sorted(tracker.failed.items())]
+    if failed:
+        summary["failed_inputs"] = failed
+    state.set_phase(
+        "extract",
+        "failed" if failed else "done",
+        files_done=len(units),
+        files_total=len(uris),
+        files_failed=len(failed),
+        started=start,
+        inputs=digest(sorted(stems)),
+    )
     return summary
 
 
@@ -304,22 +389,89 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     timings: dict[str, float] = {}
     stats: dict[str, Any] = {"output": cfg.output, "config_hash": cfg.config_hash(), "timings": timings}
     phases = {"seeds": run_seeds, "extract": run_extract, "score": run_score, "clean": run_clean_phase}
+    failed: list[dict[str, str]] = []
     for name, phase in phases.items():
         if name in cfg.phases:
             ensure_cwd()
             began = time.monotonic()
+            provenance = _check_phase(name, cfg, state)
             stats[name] = phase(cfg, store, state)
             timings[name] = round(time.monotonic() - began, 2)
+            failed = stats[name].get("failed_inputs") or []
+            if failed:
+                break  # later phases would build a corpus without these files
+            _stamp_phase(name, provenance, state)
     if "score" in stats:
         stats["scores"] = stats["score"]["histograms"]
         stats["top_domains"] = [{"domain": d, "documents": n} for d, n in stats["score"]["top_domains"].items()]
-    if "shard" in cfg.phases:
+    warnings = [w for name in phases if isinstance(stats.get(name), dict) for w in stats[name].get("warnings") or []]
+    if "shard" in cfg.phases and not failed:
         ensure_cwd()
         began = time.monotonic()
-        manifest = run_shard_phase(cfg, store, state, full_funnel(stats))
+        provenance = _check_phase("shard", cfg, state)
+        manifest = run_shard_phase(_resolve_code_stream(cfg, store), store, state, full_funnel(stats), warnings)
+        _stamp_phase("shard", provenance, state)
         timings["shard"] = round(time.monotonic() - began, 2)
         stats["mix"] = {**manifest["totals"], **manifest["mix"], "tokenizer": manifest["tokenizer"]}
     stats["funnel"] = full_funnel(stats)
+    stats["warnings"] = warnings
+    if failed:
+        stats["failed_inputs"] = failed
     store.write_text("stats.json", json.dumps(stats, indent=2, sort_keys=True, default=str))
     write_report(stats, store)
+    for warning in warnings:
+        log.error("%s", warning)
+    if failed:
+        log.error(
+            "run incomplete: %d input files could not be read after retries (stats.json failed_inputs):", len(failed)
+        )
+        for item in failed:
+            log.error("failed input: %s: %s", item["uri"], item["error"])
+        log.error("rerun the same config to read them again; finished files are kept")
+        raise InputsFailed(failed)
     return stats
+
+
+def _resolve_code_stream(cfg: RunConfig, store: OutputStore) -> RunConfig:
+    """``mix.code.uri: "@site-packages"``: the installed packages' sources, written once under the
+    output prefix (``raypipe.defaults``) so the workers read them like any configured dataset."""
+    from raypipe.defaults import SITE_PACKAGES, materialize_site_packages
+
+    code = cfg.mix.code
+    if code is None or code.uri != SITE_PACKAGES:
+        return cfg
+    resolved = code.model_copy(
+        update={"uri": materialize_site_packages(store), "id_field": "id", "name": code.name or "site_packages"}
+    )
+    return cfg.model_copy(update={"mix": cfg.mix.model_copy(update={"code": resolved})})
+
+
+@dataclass
+class _Provenance:
+    settings: dict[str, Any]
+    reason: str | None
+    previous: dict[str, Any] | None
+
+
+def _check_phase(name: str, cfg: RunConfig, state: RunState) -> _Provenance:
+    """Before a phase: if its done record was made under other settings or inputs, say which key
+    changed and mark it stale, so the phase (and, through the fingerprints, every later one) reruns."""
+    settings = cfg.phase_settings(name)
+    previous = state.phase(name)
+    reason = state.stale_reason(name, settings)
+    if reason:
+        log.warning("%s: rerunning: %s", name, reason)
+        state.invalidate(name, reason)
+    return _Provenance(settings, reason, previous)
+
+
+def _stamp_phase(name: str, p: _Provenance, state: RunState) -> None:
+    """After a phase: record what produced its output (a skipped, current phase keeps its record)."""
+    record = state.phase(name) or {}
+    previous = p.previous or {}
+    if record.get("fingerprint") and record.get("fingerprint") == previous.get("fingerprint"):
+        return
+    if p.reason is None and previous.get("status") == "done" and previous.get("inputs") != record.get("inputs"):
+        p.reason = f"input files changed ({previous.get('files_total')} -> {record.get('files_total')} files)"
+        log.warning("%s: %s", name, p.reason)
+    state.stamp(name, p.settings, p.reason)

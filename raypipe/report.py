@@ -17,10 +17,12 @@ Stats keys read (all optional; the phases that produce them fill them in):
   When absent, ``manifest.json``'s ``mix`` is used if the run has committed one.
 - ``top_domains``: ``[{"domain": str, "documents": int}, ...]`` of selected documents
   (``top_domains`` builds it from URLs).
-- ``<phase>.drop_reasons`` (``{reason: count}``) for every phase section that has one, and
-  ``crawl.record_skips`` (WARC records that never became a page).
+- ``<phase>.drop_reasons`` (``{reason: count}``) for every phase section that has one (extract,
+  score, clean): each phase counts only the pages it dropped itself, so a page appears once, under
+  the phase that dropped it; and ``extract.record_skips`` (WARC records that never became a page).
 - ``timings``: ``{stage: seconds}``; otherwise every phase section's ``seconds``.
-- ``crawl.languages``: ``{language: documents}``.
+- ``extract.languages``: ``{language: documents}``.
+- ``warnings`` and ``failed_inputs``: shown at the top, where they cannot be missed.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def render_report(stats: dict[str, Any]) -> str:
         ("timings", "Time per stage", _timings),
         ("languages", "Languages of extracted pages", _languages),
     ]
-    body = [_header(stats)] + [_section(key, title, fn, stats) for key, title, fn in sections]
+    body = [_header(stats), _alerts(stats)] + [_section(key, title, fn, stats) for key, title, fn in sections]
     raw = html.escape(json.dumps(stats, indent=2, sort_keys=True, default=str))
     body.append(f'<section id="sec-raw"><details><summary>stats.json</summary><pre>{raw}</pre></details></section>')
     return _PAGE.format(title=html.escape(f"raypipe run report: {stats.get('output', '')}"), body="\n".join(body))
@@ -135,6 +137,18 @@ def _header(stats: dict[str, Any]) -> str:
     if stats.get("config_hash"):
         meta.append(f"config <code>{html.escape(str(stats['config_hash'])[:12])}</code>")
     return f'<header><h1>raypipe run report</h1><p>{" · ".join(meta)}</p><div class="cards">{card_html}</div></header>'
+
+
+def _alerts(stats: dict[str, Any]) -> str:
+    """Run-level warnings (no benchmark source...) and inputs that could not be read."""
+    lines = [str(w) for w in stats.get("warnings") or [] if w]
+    failed = stats.get("failed_inputs") or []
+    if isinstance(failed, list):
+        lines += [f"input not read: {f.get('uri')}: {f.get('error')}" for f in failed if isinstance(f, dict)]
+    if not lines:
+        return ""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f'<section id="sec-alerts" class="warn"><h2>Warnings</h2><ul>{items}</ul></section>'
 
 
 def _funnel(stats: dict[str, Any]) -> str | None:

@@ -3,7 +3,10 @@
 Why from the state files: the driver may be on another machine (a RayJob pod) or gone; the
 output prefix is the one place every run writes to. A phase record (``_state/<phase>/phase.json``)
 carries its status, ``started``/``updated`` times and ``files_done``/``files_total``; the completed
-unit records (``_state/<phase>/units/*.json``) carry the documents written per input file.
+unit records (``_state/<phase>/units/*.json``) carry the documents written per input file, and
+the failed ones (``_state/<phase>/failed/*.json``) the error that stopped their read. A phase's
+``fingerprint`` (what produced its output) and ``rerun_because`` (the changed key that made it
+rerun) are shown with its other one-line facts.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 from raypipe.state import RunState
 from raypipe.storage import OutputStore
 
-_SHOWN = {"phase", "status", "updated", "started", "files_done", "files_total", "docs"}
+_SHOWN = {"phase", "status", "updated", "started", "files_done", "files_total", "docs", "inputs", "settings_hash"}
 
 
 def phase_progress(record: dict[str, Any], units: dict[str, dict[str, Any]], now: float) -> dict[str, Any]:
@@ -69,6 +72,8 @@ def status_lines(store: OutputStore, now: float | None = None) -> list[str] | No
     lines = [f"run: {store.prefix}"]
     for record in phases:
         lines.append(_format(phase_progress(record, state.units(record["phase"]), now)))
+        for failure in state.failures(record["phase"]).values():
+            lines.append(f"  failed: {failure.get('uri')}: {failure.get('error')}")
     lines.append(_committed(store))
     return lines
 

@@ -60,13 +60,16 @@ class Histogram:
 
 
 SCORE_HISTOGRAMS = {"seed_similarity": (-0.2, 1.0), "agent_score": (0.0, 1.0)}
-SCORE_COLUMNS = ["url", "selected", "drop_reason", *SCORE_HISTOGRAMS]
+SCORE_COLUMNS = ["url", "selected", "stream", "drop_reason", *SCORE_HISTOGRAMS]
 
 
 def score_partial(batch: pa.Table) -> pa.Table:
     """One batch of scored pages -> one row holding its partial summary (JSON)."""
     selected = np.asarray(batch.column("selected").fill_null(False).to_pylist(), dtype=bool)
-    reasons = Counter(r or "selected" for r in batch.column("drop_reason").to_pylist())
+    # Only this phase's own drops: pages it routed to the text stream. A page the extract phase
+    # dropped (stream null) keeps that phase's reason and is counted there, once.
+    streams = batch.column("stream").to_pylist()
+    reasons = Counter(r for r, s in zip(batch.column("drop_reason").to_pylist(), streams, strict=True) if s == "text")
     urls = batch.column("url").to_pylist()
     part: dict[str, Any] = {
         "pages": batch.num_rows,

@@ -70,10 +70,13 @@ class FileStats:
     skipped: Counter = field(default_factory=Counter)
     damage: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    failed: str | None = None
 
     def to_json(self) -> str:
         """``records == html_responses + sum(skipped)`` always holds; ``damage`` counts what is no
-        record (bytes between records, a read error that ended the file early)."""
+        record (bytes between records, a read error that ended the file early). ``failed`` is the
+        error that stopped the read (after every retry): the file was not read to its end, so the
+        driver records it as failed, never as done."""
         return json.dumps(
             {
                 "uri": redact(self.uri),
@@ -82,6 +85,7 @@ class FileStats:
                 "skipped": dict(sorted(self.skipped.items())),
                 "damage": dict(sorted(self.damage.items())),
                 "errors": self.errors[:20],
+                "failed": self.failed,
             },
             sort_keys=True,
         )
@@ -317,7 +321,8 @@ def read_warc_file(
                     pending = 0
     except (StorageError, OSError) as e:
         stats.damage["read_error"] += 1
-        stats.errors.append(redact(f"{type(e).__name__}: {e}"))
+        stats.failed = redact(f"{type(e).__name__}: {e}")
+        stats.errors.append(stats.failed)
     if rows:
         yield pa.Table.from_pylist(rows, schema=SCHEMA)
     marker = dict.fromkeys(SCHEMA.names)

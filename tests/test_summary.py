@@ -23,10 +23,12 @@ def scored(n: int = 3000, seed: int = 3) -> pa.Table:
     reasons = np.where(selected, None, rng.choice(["language", "low_agent_score", "quality:too_short"], n))
     sim = np.where(rng.random(n) < 0.3, rng.uniform(-0.1, 0.95, n), np.nan)
     hosts = rng.choice(["docs.a.org", "www.b.com", "c.net", *[f"h{i}.io" for i in range(50)]], n, p=None)
+    stream = np.where(selected, "agent", np.where(reasons == "low_agent_score", "text", None))
     return pa.table(
         {
             "url": [f"https://{h}/p{i}" for i, h in enumerate(hosts)],
             "selected": selected,
+            "stream": pa.array(stream.tolist(), pa.string()),
             "drop_reason": pa.array(reasons.tolist(), pa.string()),
             "seed_similarity": pa.array([None if np.isnan(v) else v for v in sim], pa.float64()),
             "agent_score": rng.uniform(0, 1, n),
@@ -41,7 +43,7 @@ def test_partials_merge_to_the_whole_tables_summary() -> None:
     merged = merge_score_partials(parts, {"agent_score": 0.5})
     assert merged["pages"] == whole["pages"] == 3000
     assert merged["selected"] == whole["selected"] == int(np.sum(table["selected"].to_numpy()))
-    assert merged["drop_reasons"] == whole["drop_reasons"]
+    assert merged["drop_reasons"] == whole["drop_reasons"] == {"low_agent_score": int(np.sum(stream_is(table, "text")))}
     assert merged["histograms"]["agent_score"]["counts"] == whole["histograms"]["agent_score"]["counts"]
     assert sum(merged["histograms"]["agent_score"]["counts"]) == 3000
     assert merged["histograms"]["agent_score"]["threshold"] == 0.5
@@ -49,6 +51,10 @@ def test_partials_merge_to_the_whole_tables_summary() -> None:
     frame = table.to_pandas()
     exact = Counter(frame.loc[frame["selected"], "url"].str.extract(r"//(?:www\.)?([^/]+)")[0])
     assert merged["top_domains"] == dict(exact.most_common(20))
+
+
+def stream_is(table: pa.Table, name: str) -> np.ndarray:
+    return np.array([s == name for s in table.column("stream").to_pylist()])
 
 
 def test_misra_gries_keeps_heavy_hitters_in_bounded_space() -> None:

@@ -129,7 +129,7 @@ def render_datasheet(manifest: dict[str, Any], cfg: RunConfig) -> str:
     shard_rows = [[s["path"], f"{s['documents']:,}", f"{s['tokens']:,}", s["sha256"][:16]] for s in manifest["shards"]]
     funnel = manifest["funnel"] or {}
     funnel_text = "```json\n" + json.dumps(funnel, indent=2, sort_keys=True) + "\n```" if funnel else "(none recorded)"
-    warnings = "\n".join(f"- {w}" for w in mix["warnings"]) or "- none"
+    warnings = "\n".join(f"- {w}" for w in [*(funnel.get("warnings") or []), *mix["warnings"]]) or "- none"
     config = redact(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=True))
     return f"""# Forge pre-training shards: datasheet
 
