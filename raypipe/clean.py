@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
@@ -53,9 +54,9 @@ from raypipe.dedup.components import connected_components
 from raypipe.dedup.exact import exact_duplicates
 from raypipe.dedup.lsh import candidate_edges, candidate_probability
 from raypipe.dedup.minhash import DedupFingerprinter
-from raypipe.dedup.normalize import normalize_text, word_hashes, words
+from raypipe.dedup.normalize import normalize_text, partition_of, word_hashes, words
 from raypipe.dedup.precision import pair_sample_mask, precision_report
-from raypipe.dedup.shuffle import partitions_for
+from raypipe.dedup.shuffle import PARTITION, partitions_for
 from raypipe.defaults import describe_benchmarks
 from raypipe.filesource import parquet_dataset
 from raypipe.select import Flag, PriorRoute, Select, TagReason
@@ -144,6 +145,55 @@ def _tag_duplicates(batch: pd.DataFrame) -> pd.DataFrame:
     label_of = batch["_label_of"].astype(object) if "_label_of" in batch else none
     batch = batch.assign(duplicate=label.where(label.notna(), None), duplicate_of=label_of.where(label.notna(), None))
     return batch.drop(columns=[c for c in _WORK_COLUMNS if c in batch])
+
+
+_LABELS = pa.schema([("_label_reason", pa.string()), ("_label_of", pa.string())])
+_IS_LABEL = "_is_label"
+
+
+def _keyed(batch: pa.Table, schema: pa.Schema, is_label: bool, partitions: int) -> pa.Table:
+    """Rows of either side of the label merge in the one schema both share (the fingerprints' and
+    the label columns; absent ones null), with a side marker and the hash partition of ``doc_id``."""
+    n, present = batch.num_rows, set(batch.column_names)
+    columns = [batch.column(f.name).cast(f.type) if f.name in present else pa.nulls(n, f.type) for f in schema]
+    table = pa.Table.from_arrays(columns, schema=schema)
+    table = table.append_column(_IS_LABEL, pa.array([is_label] * n, pa.bool_()))
+    partition = partition_of(pd.Series(table.column("doc_id").to_pylist(), dtype=object), partitions)
+    return table.append_column(PARTITION, pa.array(partition, pa.int64()))
+
+
+def _merge_labels(group: pa.Table) -> pa.Table:
+    """One hash partition: each row with its label, if any (exact before near for a row with both)."""
+    is_label = group.column(_IS_LABEL)
+    labels = group.filter(is_label).select(["doc_id", *_LABELS.names]).sort_by([("_label_reason", "descending")])
+    lookup = {d: (r, o) for d, r, o in zip(*(labels.column(c).to_pylist() for c in labels.column_names), strict=True)}
+    rows = group.filter(pc.invert(is_label)).drop_columns([*_LABELS.names, _IS_LABEL, PARTITION])
+    found = [lookup.get(d, (None, None)) for d in rows.column("doc_id").to_pylist()]
+    for i, field in enumerate(_LABELS):
+        rows = rows.append_column(field, pa.array([f[i] for f in found], field.type))
+    return rows
+
+
+def attach_labels(
+    rows: ray.data.Dataset, labels: ray.data.Dataset, schema: pa.Schema, partitions: int
+) -> ray.data.Dataset:
+    """``rows`` with ``_label_reason``/``_label_of`` from ``labels`` (``doc_id``-keyed), by one hash
+    shuffle of both sides together. Ray Data's own join fails on a partition that one side sends
+    no block to (seen with a few labels over two partitions), and needs polars."""
+    schema = pa.schema([f for f in schema if f.name not in _LABELS.names] + list(_LABELS))
+    both = map_table(rows, _keyed, schema=schema, is_label=False, partitions=partitions).union(
+        map_table(labels, _keyed, schema=schema, is_label=True, partitions=partitions)
+    )
+    return both.groupby(PARTITION, num_partitions=partitions).map_groups(
+        _merge_labels, batch_format="pyarrow", num_cpus=LIGHT_TASK_CPUS
+    )
+
+
+def _first_part(fs: pafs.FileSystem, path: str) -> str:
+    files = sorted(
+        f.path for f in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if f.path.endswith(".parquet")
+    )
+    return files[0]
 
 
 def _arrow_fs(store: OutputStore) -> pafs.FileSystem:
@@ -360,7 +410,8 @@ def run_clean(
     full_partitions = partitions_for(_column_bytes(fs, path, None), dedup.memory_budget_mb, dedup.min_partitions)
     if counts[DUPLICATE_EXACT] + counts[DUPLICATE_NEAR]:
         all_labels = labels[0].union(*labels[1:]) if len(labels) > 1 else labels[0]
-        result = fingerprints.join(all_labels, "left_outer", num_partitions=full_partitions, on=("doc_id",))
+        schema = pq.read_schema(_first_part(fs, path), filesystem=fs)
+        result = attach_labels(fingerprints, all_labels, schema, full_partitions)
     else:
         result = fingerprints
     result = apply(map_table(result, _tag_duplicates, batch_format="pandas"), Select(CLEAN_RULES, PriorRoute()))
