@@ -122,7 +122,15 @@ class FrameStage(Stage):
     def __call__(self, batch: pa.Table) -> pa.Table:
         assert self._call is not None, "setup() first"
         out = self._call(batch.to_pandas())
-        return out if isinstance(out, pa.Table) else pa.Table.from_pandas(out, preserve_index=False)
+        if isinstance(out, pa.Table):
+            return out
+        # Columns the function left alone pass through as Arrow (no pandas round trip to change
+        # their types); columns it dropped are dropped; the added ones take their declared types.
+        kept = [c for c in batch.column_names if c in out.columns and c not in self.adds.names]
+        table = batch.select(kept)
+        for field in self.adds:
+            table = table.append_column(field, pa.array(out[field.name], type=field.type, from_pandas=True))
+        return table
 
 
 def conform(table: pa.Table, schema: pa.Schema, who: str = "stage") -> pa.Table:
