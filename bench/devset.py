@@ -20,9 +20,9 @@ Labels (``label_path``; checked in this order on the page's path relative to its
 first segment of its ``<title>``)
 ------
 * dropped, in neither class: source-code listings (``_modules/``, ``_sources/``, ``src/``,
-  ``class-use/``, Doxygen ``*_source.html``, javadoc ``package-use.html``), mdBook's ``print.html``
-  (a concatenation of the whole book), pages in translation folders (``fr/``, ``de/``, ...), pages
-  over 2 MiB, and near-empty stubs: fewer than ``MIN_WORDS`` (50) words in the text resiliparse's
+  ``src-html/``, ``class-use/``, Doxygen ``*_source.html``, javadoc ``package-use.html``), mdBook's
+  ``print.html`` (a concatenation of the whole book), pages in translation folders (``fr/``,
+  ``de/``, ...), pages over 2 MiB, and near-empty stubs: fewer than ``MIN_WORDS`` (50) words in the text resiliparse's
   main-content extraction keeps (redirect pages, frame sets, empty members). Stubs are dropped
   from both classes.
 * ``label=0, kind=site_nondocs`` (hard negatives): pages of the same sites that are not about
@@ -32,8 +32,12 @@ first segment of its ``<title>``)
   ``index-all``/``allclasses``/``*-tree``/``deprecated-list``/``help-doc``/``*-frame``, haddock
   ``doc-index*``, Doxygen member lists ``functions*``/``globals*``/``namespacemembers*``/
   ``classes``/``files``/``annotated``/``hierarchy``, gtk-doc ``api-index-*``/``ix*``, rustdoc
-  ``all.html``/``help.html``/``settings.html``). See ``NONDOC_STEM``, ``NONDOC_DIR`` and
-  ``NONDOC_TITLE`` for the exact patterns.
+  ``all.html``/``help.html``/``settings.html``). Names only such pages carry (``NONDOC_STEM``,
+  ``NONDOC_DIR``) decide alone; names that API pages share (``WEAK_STEM``: ``functions``,
+  ``globals``, ``history``, ``notes``, ``search``, ``frame``...) count only when the title confirms
+  (``WEAK_TITLE``), the page has no title, or it has 3+ headings naming a version (a changelog);
+  a title such as "Release notes", "Changelog", "Index", "What's new in ..." decides on any page
+  (``NONDOC_TITLE``).
 * ``label=1, kind=docs``: every other page of a documentation package: API references
   (module/class/function/package pages) and user guides/manuals of the project.
 * ``label=0, kind=web`` / ``kind=text_only``: every ordinary web page / wrapped text.
@@ -226,33 +230,52 @@ SOURCES: tuple[Source, ...] = (
 
 HTML_SUFFIXES = (".html", ".htm", ".html.gz", ".htm.gz")
 LANG_DIRS = frozenset({"fr", "de", "es", "pt", "br", "it", "ja", "ko", "zh", "ru", "pl", "zh_cn", "pt_br", "zh-cn"})
-DROP_DIRS = frozenset({"_modules", "_sources", "src", "class-use", "source"})
+DROP_DIRS = frozenset({"_modules", "_sources", "src", "src-html", "class-use", "source"})
 DROP_STEM = re.compile(r"(_source|^package-use|^print)$")
 NONDOC_DIR = frozenset({"news", "changelog", "changes", "release-notes", "releases", "release_notes", "blog"})
+# Names that only non-API pages carry.
 NONDOC_STEM = re.compile(
     r"^("
-    r"change_?log.*|changes|history|news|release[-_]?notes?.*|releases?|release-\d.*|whats_?new.*|what_?s_?new.*"
-    r"|notes|migration-notes"
-    r"|licen[cs]e.*|copying.*|copyright|legal|epl-v\d+|[lg]?gpl.*|notice"
-    r"|authors|contributors|credits|thanks|acknowledg(e)?ments?|people|team|maintainers|sponsors|donate|funding"
-    r"|contributing|contribute|code[-_]of[-_]conduct|conduct"
-    r"|genindex.*|search|searchindex|py-modindex|modindex|index-all|index-\d+|doc-index.*|allclasses.*|allpackages.*"
-    r"|deprecated-list|deprecated|help-doc|overview-tree|package-tree|tree|overview-frame|package-frame|frame"
-    r"|functions(_\w+)?|globals(_\w+)?|namespacemembers(_\w+)?|classes|files|annotated|hierarchy|inherits"
-    r"|api-index-.*|ix\d+|annotation-glossary|object-tree|all|help|settings"
+    r"change_?log.*|release[-_]?notes?.*|releases|release-\d.*|whats_?new.*|what_?s_?new.*|migration-notes"
+    r"|licen[cs]e.*|copying.*|copyright|epl-v\d+|[lg]?gpl.*"
+    r"|authors|contributors|acknowledg(e)?ments?|maintainers|sponsors|donate|funding"
+    r"|contributing|contribute|code[-_]of[-_]conduct"
+    r"|genindex.*|searchindex|py-modindex|modindex|index-all|index-\d+|doc-index.*|allclasses.*|allpackages.*"
+    r"|deprecated-list|help-doc|overview-tree|package-tree|overview-frame|package-frame|.*-members"
+    r"|api-index-.*|ix\d+|annotation-glossary|object-tree"
     r")$"
 )
+# Names that generated index pages and changelogs use, but API pages may use too (PostgreSQL's
+# functions.html, Node's globals.html, a Frame class, a "history" command): non-API only when the
+# title confirms it (WEAK_TITLE), the page has no title, or it has 3+ headings naming a version.
+WEAK_STEM = re.compile(
+    r"^(changes|history|news|notes|credits|thanks|people|team|legal|notice|conduct|search|deprecated|tree|frame"
+    r"|functions(_\w+)?|globals(_\w+)?|namespacemembers(_\w+)?|classes|files|annotated|hierarchy|inherits"
+    r"|all|help|settings)$"
+)
+WEAK_TITLE = re.compile(
+    r"\b(change ?log|changes|release notes|release history|version history|news|what'?s new|members|globals"
+    r"|class list|file list|class hierarchy|data structures|data fields|namespace list|list of all items"
+    r"|rustdoc (help|settings)|search|index|deprecated|hierarchy|licen[cs]e|copyright|credits|thanks"
+    r"|acknowledg\w*|code of conduct|authors|contributors|team|people)\b"
+)
 NONDOC_TITLE = re.compile(
-    r"^(change ?log|changes|release notes|release history|history|news|what'?s new|whats new"
+    r"^(change ?log|changes|release notes|release history|news|what'?s new|whats new"
     r"|licen[cs]e|copyright|authors|contributors|credits|thanks|acknowledgements?|code of conduct|contributing"
     r"|index|general index|search|search page|python module index|module index|deprecated list|all classes"
     r"|index of symbols|all items|rustdoc settings|rustdoc help)$"
-    r"|^(changes|release notes|what'?s new|news) (in|for|since|of)\b|^(release|version) [\d.]+$"
+    r"|^(changes|release notes|what'?s new|news) (in|for|since|of|from)\b|^(release|version) [\d.]+$"
+    r"|\b(release notes|change ?log|change history|changes from version)\b"
 )
+_VERSION_HEADING = re.compile(rb"<h[1-6][^>]*>[^<]{0,80}?\bv?\d+\.\d+", re.I)
 
 
-def label_path(rel: str, title: str = "") -> str:
-    """``docs``, ``site_nondocs`` or ``drop`` for a docs-package page (the rule in the module doc)."""
+def label_path(rel: str, title: str = "", html: bytes = b"") -> str:
+    """``docs``, ``site_nondocs`` or ``drop`` for a docs-package page (the rule in the module doc).
+
+    ``title`` and ``html`` may be left out to pre-screen by path alone (then a weak name counts as
+    non-API, the way a page without a title does).
+    """
     parts = [p.lower() for p in rel.split("/")]
     name = parts[-1]
     for suffix in HTML_SUFFIXES:
@@ -264,9 +287,14 @@ def label_path(rel: str, title: str = "") -> str:
         return "drop"
     if any(d in NONDOC_DIR for d in dirs) or NONDOC_STEM.match(name):
         return "site_nondocs"
-    head = re.split(r"\s+[—–|:-]\s+|\s*[—–|]\s*", title.strip(), maxsplit=1)[0].strip().lower()
-    head = re.sub(r"^[a-z]?\.?[\d.]+\s+", "", head)  # "E.1. Release 15.20" -> "Release 15.20"
-    head = re.sub(r"\s*\(.*\)$", "", head)  # "Index (jsoup 1.15.3 API)" -> "index"
+    low = title.strip().lower()
+    if WEAK_STEM.match(name) and (
+        not low or WEAK_TITLE.search(low) or len(_VERSION_HEADING.findall(html[:1_000_000])) >= 3
+    ):
+        return "site_nondocs"
+    head = re.split(r"\s+[—–|:-]\s+|\s*[—–|]\s*", low, maxsplit=1)[0].strip()
+    head = re.sub(r"^[a-z]?\.?[\d.]+\s+", "", head)  # "e.1. release 15.20" -> "release 15.20"
+    head = re.sub(r"\s*\(.*\)$", "", head)  # "index (jsoup 1.15.3 api)" -> "index"
     if head and NONDOC_TITLE.search(head):
         return "site_nondocs"
     return "docs"
@@ -386,7 +414,7 @@ def source_pages(source: Source, unpacked: Path) -> Iterator[dict]:
         data = _read(f)
         if len(data) > MAX_BYTES:
             continue
-        kind = label_path(rel, page_title(data))
+        kind = label_path(rel, page_title(data), data)
         if kind == "drop" or kept[kind] >= caps[kind] or word_count(data) < MIN_WORDS:
             continue
         kept[kind] += 1

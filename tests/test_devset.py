@@ -17,7 +17,7 @@ from bench import devset
         ("std/vec/struct.Vec.html", "Vec in std::vec - Rust", "docs"),
         ("html/changelog.html.gz", "Change history", "site_nondocs"),
         ("html/whatsnew-5.0.html", "What's new in Celery 5.0", "site_nondocs"),
-        ("html/history.html", "History", "site_nondocs"),
+        ("html/history.html", "Change history — natsort", "site_nondocs"),
         ("html/license.html", "License", "site_nondocs"),
         ("html/code_of_conduct.html", "Code of Conduct", "site_nondocs"),
         ("html/contributing.html", "Contributing", "site_nondocs"),
@@ -34,16 +34,34 @@ from bench import devset
         # an API page whose name merely contains a trigger word stays a docs page
         ("html/library/index-types.html", "Index Types", "docs"),
         ("html/api/history_buffer.html", "HistoryBuffer class", "docs"),
+        # names that API pages share with index pages and changelogs: the title or the content decides
+        ("postgresql/functions.html", "Chapter 9. Functions and Operators", "docs"),
+        ("api/globals.html", "Global objects | Node.js v18.20.4 Documentation", "docs"),
+        ("api/javassist/bytecode/analysis/Frame.html", "Frame (Javassist 3.27.0-GA API)", "docs"),
+        ("html/features/history.html", "History — cmd2 2.4.1 documentation", "docs"),
+        ("html/functions_eval_l.html", "SFML: Class Members - Enumerator", "site_nondocs"),
+        ("html/globals_enum.html", "SDL: Globals", "site_nondocs"),
+        ("html/namespacemembers.html", "", "site_nondocs"),
+        ("lib/asn1-5.0.21/doc/html/notes.html", "Erlang -- asn1 Release Notes", "site_nondocs"),
+        ("html/class_json_1_1_value-members.html", "JsonCpp: Member List", "site_nondocs"),
+        ("sqlite3/35to36.html", "SQLite Changes From Version 3.5.9 To 3.6.0", "site_nondocs"),
         # source listings, book concatenations and translations are in neither class
         ("html/_modules/kombu/connection.html", "kombu.connection source", "drop"),
         ("src/alloc/vec/mod.rs.html", "mod.rs - source", "drop"),
         ("html/Vector_8h_source.html", "Vector.h Source File", "drop"),
         ("book/print.html", "The Rust Programming Language", "drop"),
         ("fr/index.html", "LuaSQL: accès aux bases", "drop"),
+        ("api/src-html/org/junit/runners/ParentRunner.html", "Source code", "drop"),
     ],
 )
 def test_label_path(rel: str, title: str, expected: str) -> None:
     assert devset.label_path(rel, title) == expected
+
+
+def test_history_page_with_version_headings_is_a_changelog() -> None:
+    body = b"".join(b"<h2>Version 2.%d.0</h2><p>Fixed things.</p>" % i for i in range(4))
+    assert devset.label_path("html/history.html", "History — h5py", body) == "site_nondocs"
+    assert devset.label_path("html/history.html", "History — h5py", b"<h2>Commands</h2>") == "docs"
 
 
 def test_reserved_projects_are_recognised_and_absent_from_sources() -> None:
