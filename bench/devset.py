@@ -114,10 +114,10 @@ class Source:
     project: str
     ecosystem: str
     base: str
-    under: str = ""  # folder (relative to the package's HTML root) holding this project's pages
+    under: tuple[str, ...] = ()  # folders (relative to the package's HTML root) holding this project's pages
 
 
-def _src(package: str, project: str, ecosystem: str, base: str, under: str = "") -> Source:
+def _src(package: str, project: str, ecosystem: str, base: str, *under: str) -> Source:
     return Source(package, project, ecosystem, base, under)
 
 
@@ -183,15 +183,14 @@ SOURCES: tuple[Source, ...] = (
     _src("libh2-java-doc", "h2database", "java", "https://h2database.com/javadoc/"),
     _src("libargparse4j-java-doc", "argparse4j", "java", "https://argparse4j.github.io/apidocs/"),
     # Rust (rustdoc, mdBook)
-    _src("rust-doc", "rust-std", "rust", "https://doc.rust-lang.org/1.63.0/std/", "std"),
-    _src("rust-doc", "rust-core", "rust", "https://doc.rust-lang.org/1.63.0/core/", "core"),
-    _src("rust-doc", "rust-alloc", "rust", "https://doc.rust-lang.org/1.63.0/alloc/", "alloc"),
-    _src("rust-doc", "rust-book", "rust", "https://doc.rust-lang.org/1.63.0/book/", "book"),
-    _src("rust-doc", "rust-reference", "rust", "https://doc.rust-lang.org/1.63.0/reference/", "reference"),
-    _src("rust-doc", "rust-by-example", "rust", "https://doc.rust-lang.org/1.63.0/rust-by-example/", "rust-by-example"),
-    _src("rust-doc", "rust-nomicon", "rust", "https://doc.rust-lang.org/1.63.0/nomicon/", "nomicon"),
-    _src("rust-doc", "rust-unstable-book", "rust", "https://doc.rust-lang.org/1.63.0/unstable-book/", "unstable-book"),
-    _src("rust-doc", "rustc-book", "rust", "https://doc.rust-lang.org/1.63.0/rustc/", "rustc"),
+    # std re-exports core and alloc, so their pages are near-duplicates: one project, one split.
+    _src("rust-doc", "rust-std", "rust", "https://doc.rust-lang.org/1.63.0/", "std", "core", "alloc", "proc_macro"),
+    _src("rust-doc", "rust-book", "rust", "https://doc.rust-lang.org/1.63.0/", "book"),
+    _src("rust-doc", "rust-reference", "rust", "https://doc.rust-lang.org/1.63.0/", "reference"),
+    _src("rust-doc", "rust-by-example", "rust", "https://doc.rust-lang.org/1.63.0/", "rust-by-example"),
+    _src("rust-doc", "rust-nomicon", "rust", "https://doc.rust-lang.org/1.63.0/", "nomicon"),
+    _src("rust-doc", "rust-unstable-book", "rust", "https://doc.rust-lang.org/1.63.0/", "unstable-book"),
+    _src("rust-doc", "rustc-book", "rust", "https://doc.rust-lang.org/1.63.0/", "rustc"),
     _src("cargo-doc", "cargo", "rust", "https://doc.rust-lang.org/cargo/"),
     # JavaScript / Node / web
     _src("nodejs-doc", "nodejs", "js", "https://nodejs.org/docs/v18.20.4/api/"),
@@ -398,8 +397,8 @@ def source_pages(source: Source, unpacked: Path) -> Iterator[dict]:
         return
     root = Path(_common_dir(files))
     if source.under:
-        root = root / source.under
-        files = [f for f in files if root in f.parents]
+        tops = {root / u for u in source.under}
+        files = [f for f in files if any(t in f.parents for t in tops)]
     rels = {f: f.relative_to(root).as_posix() for f in files}
     order = sorted(files, key=lambda f: _sha1(f"{source.project}/{rels[f]}".encode()))
     kept = Counter()
