@@ -27,7 +27,8 @@ first segment of its ``<title>``)
   from both classes.
 * ``label=0, kind=site_nondocs`` (hard negatives): pages of the same sites that are not about
   using an API: changelogs, release notes, news, history, what's-new; licences and copyright;
-  authors, contributors, credits, thanks, contributing guides, codes of conduct; and generated
+  authors, contributors, credits, thanks, contributing guides, codes of conduct, community and
+  mailing-list and bug-reporting pages; and generated
   index/search/navigation pages (Sphinx ``genindex``/``search``/``py-modindex``, javadoc
   ``index-all``/``allclasses``/``*-tree``/``deprecated-list``/``help-doc``/``*-frame``, haddock
   ``doc-index*``, Doxygen member lists ``functions*``/``globals*``/``namespacemembers*``/
@@ -235,11 +236,11 @@ NONDOC_DIR = frozenset({"news", "changelog", "changes", "release-notes", "releas
 # Names that only non-API pages carry.
 NONDOC_STEM = re.compile(
     r"^("
-    r"change_?log.*|release[-_]?notes?.*|releases|release-\d.*|whats_?new.*|what_?s_?new.*|migration-notes"
-    r"|licen[cs]e.*|copying.*|copyright|epl-v\d+|[lg]?gpl.*"
+    r"change_?log.*|release[-_]?notes?.*|releases?|release-\d.*|\d+(_\d+)+|whats_?new.*|what_?s_?new.*|migration-notes"
+    r"|(mit-|apache-|bsd-)?licen[cs]e.*|copying.*|copyright|epl-v\d+|[lg]?gpl.*"
     r"|authors|contributors|acknowledg(e)?ments?|maintainers|sponsors|donate|funding"
     r"|contributing|contribute|code[-_]of[-_]conduct"
-    r"|genindex.*|searchindex|py-modindex|modindex|index-all|index-\d+|doc-index.*|allclasses.*|allpackages.*"
+    r"|genindex.*|searchindex|py-modindex|modindex|index-all|index-[\d.]+|doc-index.*|allclasses.*|allpackages.*"
     r"|deprecated-list|help-doc|overview-tree|package-tree|overview-frame|package-frame|.*-members"
     r"|api-index-.*|ix\d+|annotation-glossary|object-tree"
     r")$"
@@ -263,8 +264,10 @@ NONDOC_TITLE = re.compile(
     r"|licen[cs]e|copyright|authors|contributors|credits|thanks|acknowledgements?|code of conduct|contributing"
     r"|index|general index|search|search page|python module index|module index|deprecated list|all classes"
     r"|index of symbols|all items|rustdoc settings|rustdoc help)$"
-    r"|^(changes|release notes|what'?s new|news) (in|for|since|of|from)\b|^(release|version) [\d.]+$"
-    r"|\b(release notes|change ?log|change history|changes from version)\b"
+    r"|^(changes|release notes|what'?s new|news) (in|for|since|of|from|to)\b|^(\w+ )?(release|version) [\d.]+\b"
+    r"|^index of\b|\b(release notes|change ?log|change history|changes from version|member list|licen[cs]e)\b"
+    r"|\b(mailing lists?|community( resources)?|reporting bugs|bug report(s|ing)?|contributors? guide)\b"
+    r"|\bcontributing to\b"
 )
 _VERSION_HEADING = re.compile(rb"<h[1-6][^>]*>[^<]{0,80}?\bv?\d+\.\d+", re.I)
 
@@ -281,6 +284,7 @@ def label_path(rel: str, title: str = "", html: bytes = b"") -> str:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
             break
+    name = name.removeprefix("file.")  # YARD renders README/NEWS/LICENSE files as file.NAME.html
     dirs = parts[:-1]
     if any(d in DROP_DIRS or d in LANG_DIRS for d in dirs) or DROP_STEM.search(name):
         return "drop"
