@@ -489,7 +489,10 @@ def text_pages(data: Path) -> Iterator[dict]:
                 continue
             m = re.match(r"^(.{1,80}?)\s+(?:is|was|are|were|refers)\b", line)
             subject = m.group(1).strip() if m else " ".join(line.split()[:3])
-            subject = re.sub(r"\s*\(.*$", "", subject) or "Page"
+            subject = re.sub(r"\s*\(.*$", "", subject)
+            # "In Greek mythology, Achilles" -> "Achilles"; "The Academy Awards, popularly ..." -> "The Academy Awards"
+            head, _, tail = subject.partition(", ")
+            subject = (tail if head.startswith("In ") and tail else head).strip(" ,") or "Page"
             yield _text_row(f"https://en.wikipedia.org/wiki/{subject.replace(' ', '_')}", subject, line, "wikipedia")
     c4 = folder / "c4_demo.jsonl.gz"
     if c4.exists():
