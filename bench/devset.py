@@ -267,7 +267,7 @@ NONDOC_TITLE = re.compile(
     r"|^(changes|release notes|what'?s new|news) (in|for|since|of|from|to)\b|^(\w+ )?(release|version) [\d.]+\b"
     r"|^index of\b|\b(release notes|change ?log|change history|changes from version|member list|licen[cs]e)\b"
     r"|\b(mailing lists?|community( resources)?|reporting bugs|bug report(s|ing)?|contributors? guide)\b"
-    r"|\bcontributing to\b"
+    r"|\b(contributing to|news|release (guide|process))\b"
 )
 _VERSION_HEADING = re.compile(rb"<h[1-6][^>]*>[^<]{0,80}?\bv?\d+\.\d+", re.I)
 

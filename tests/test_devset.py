@@ -51,6 +51,8 @@ from bench import devset
         ("glib/glib-changes.html", "Changes to GLib: GLib Reference Manual", "site_nondocs"),
         ("html/mailing-list.html", "Mailing Lists — Paste 3.0.0 documentation", "site_nondocs"),
         ("dox/structEigen_1_1dense_616e9.html", "Eigen: Member List", "site_nondocs"),
+        ("sqlite3/oldnews.html", "SQLite Older News", "site_nondocs"),
+        ("html/release_guide.html", "Release Guide — h5py 3.7.0 documentation", "site_nondocs"),
         ("html/api/licensing.html", "LicenseManager (Foo 1.0 API)", "docs"),
         ("sqlite3/lang_createindex.html", "CREATE INDEX", "docs"),
         # source listings, book concatenations and translations are in neither class
