@@ -455,7 +455,7 @@ def web_pages(data: Path) -> Iterator[dict]:
             page = index.parent / item["file"]
             if not page.exists():
                 continue
-            url = item["url"]
+            url = item["url"].strip()  # a few index entries carry trailing blanks that WARC readers drop
             yield {
                 "url": url,
                 "project": url.split("/")[2] if "//" in url else index.parent.name,
