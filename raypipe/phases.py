@@ -116,6 +116,15 @@ def _histogram(values: pd.Series, threshold: float | None, lo: float, hi: float,
     return {"bins": edges.round(4).tolist(), "counts": counts.tolist(), "threshold": threshold}
 
 
+def _headline(reports: list[Any], mode: str | None) -> dict[str, Any] | None:
+    """The final round's held-out precision at the configured and reported prevalences, with 95%
+    intervals, beside recall: the selection's headline figure (a balanced F1 says little about a
+    crawl where 1% of pages are agent pages). None when a given model was used (no held-out data)."""
+    if not reports:
+        return None
+    return (reports[-1].metrics.get("held_out") or {}).get(mode, {}).get("at_prevalence")
+
+
 def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
     """Phase 2b: train the fastText classifier (seeds vs a reservoir sample of this crawl's pages,
     ``classify.rounds`` rounds), then score every extracted page and write ``scored/``."""
@@ -175,6 +184,7 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
             }
             for r in reports
         ],
+        "precision_at_prevalence": _headline(reports, rule.get("mode")),
         "drop_reasons": scored["drop_reason"].fillna("selected").value_counts().to_dict(),
         "top_domains": selected["url"].str.extract(r"^[a-z]+://([^/:]+)")[0].value_counts().head(20).to_dict(),
         "histograms": {
