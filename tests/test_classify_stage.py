@@ -109,7 +109,8 @@ def test_selection_chain_on_local_ray(corpus: dict[str, pd.DataFrame], seed_inde
     import ray
 
     sample = pd.concat([corpus["web"], corpus["docs"]], ignore_index=True)  # agent pages inside the sample
-    cfg = ClassifyConfig(**{**FAST, "mode": "cascade", "max_actors": 1})
+    # this crawl is docs-heavy (30 of ~190 pages): the run is told so, as a focused crawl would be
+    cfg = ClassifyConfig(**{**FAST, "mode": "cascade", "max_actors": 1, "prevalence": 0.15})
     similarity = CalibrationSimilarity(RETRIEVE, seed_index, StorageConfig())
     trained = train_classifier(corpus["seeds"], sample, cfg, seed=3, similarity=similarity)
     counts = trained.metrics["counts"]
