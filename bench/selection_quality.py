@@ -29,7 +29,6 @@ held-out evaluation; the script refuses a development set or seeds that contain 
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import os
@@ -60,6 +59,7 @@ from raypipe.storage import OutputStore
 RESERVED = ("sqlalchemy", "scrapy", "flask", "boltons", "itsdangerous")
 MODES = ("fasttext_only", "embed_all", "cascade")
 PREVALENCES = (0.01, 0.001)
+WEB_KINDS = ("web", "text_only")  # ordinary web pages (the shared HTML pages, C4 and Wikipedia as pages)
 SEED = 1234
 
 
@@ -89,26 +89,27 @@ def extract_pages(urls: Sequence[str], htmls: Sequence[bytes]) -> pd.DataFrame:
     return out[["url", "text", "language", "drop_reason"]]
 
 
-def web_pages(data: Path) -> pd.DataFrame:
-    """Ordinary web pages: the shared HTML pages through ExtractStage, plus C4 and Wikipedia text
-    (no HTML; they pass as pages the extractor kept). Columns url, text, drop_reason, source."""
-    urls, htmls, sources = [], [], []
-    for index in sorted((data / "html").glob("*/index.jsonl")):
-        for line in index.read_text().splitlines():
-            if line.strip():
-                entry = json.loads(line)
-                urls.append(entry["url"])
-                htmls.append(gzip.decompress((index.parent / entry["file"]).read_bytes()))
-                sources.append("html/" + index.parent.name)
-    html = extract_pages(urls, htmls).assign(source=sources)
-    with gzip.open(data / "mix" / "text" / "c4_demo.jsonl.gz", "rt") as f:
-        c4 = [(f"c4:{i}", json.loads(line)["text"], "c4") for i, line in enumerate(f)]
-    with gzip.open(data / "mix" / "text" / "wiki_demo.txt.gz", "rt") as f:
-        wiki = [(f"wiki:{i}", line.strip(), "wiki") for i, line in enumerate(f) if line.strip()]
-    text = pd.DataFrame(c4 + wiki, columns=["url", "text", "source"]).assign(drop_reason=None, language="en")
-    text = text[text["text"].str.split().str.len() >= 50]
-    out = pd.concat([html, text], ignore_index=True).drop_duplicates("url").reset_index(drop=True)
-    return out.assign(label=0, kind="web", project="web", split=None)
+def extracted_devset(devset: pd.DataFrame, cache: Path) -> pd.DataFrame:
+    """The development set with text, language and drop_reason from ExtractStage (cached by content)."""
+    key = hashlib.sha1("\n".join(devset["sha1"]).encode()).hexdigest()[:12]
+    path = cache / f"extracted-{key}.parquet"
+    if not path.exists():
+        extract_pages(devset["url"].tolist(), devset["html"].tolist()).to_parquet(path)
+    pages = pd.read_parquet(path)
+    return devset.drop(columns=["html"]).assign(
+        text=pages["text"].fillna("").to_numpy(),
+        language=pages["language"].to_numpy(),
+        drop_reason=pages["drop_reason"].to_numpy(),
+    )
+
+
+def per_project(frame: pd.DataFrame, cap: int, salt: str) -> pd.DataFrame:
+    """At most ``cap`` documentation pages per project (hash-chosen; 0 = all); other pages all kept."""
+    if not cap:
+        return frame
+    docs = frame["label"] == 1
+    ranked = frame[docs].assign(_b=frame.loc[docs, "url"].map(lambda u: bucket(u, salt))).sort_values("_b")
+    return pd.concat([frame[~docs], ranked.groupby("project").head(cap).drop(columns="_b")], ignore_index=True)
 
 
 class CachedSimilarity:
@@ -165,17 +166,17 @@ def build_index(seeds: pd.DataFrame, per_source: int, cfg: RetrieveConfig, cache
     return str(prefix)
 
 
-def crawl_sample(web: pd.DataFrame, dev: pd.DataFrame, share: float) -> pd.DataFrame:
-    """The pages a run would sample: crawl-half web pages, dev non-API pages, and dev documentation
-    pages making ``share`` of the sample (hash-ordered, so a larger share holds the smaller ones)."""
-    kept = web[(web["role"] == "crawl") & web["drop_reason"].isna()]
-    hard = dev[(dev["label"] == 0) & dev["drop_reason"].isna()]
-    docs = dev[(dev["label"] == 1) & dev["drop_reason"].isna()]
+def crawl_sample(negatives: pd.DataFrame, docs: pd.DataFrame, share: float) -> pd.DataFrame:
+    """The pages a run would sample: the dev negatives (ordinary web pages and the dev projects'
+    non-API pages) and dev documentation pages making ``share`` of the sample (hash-ordered, so a
+    larger share holds the smaller ones). Only pages the extraction stage kept: a run samples those."""
+    kept = negatives[negatives["drop_reason"].isna()]
+    docs = docs[docs["drop_reason"].isna()]
     docs = docs.assign(_b=docs["url"].map(lambda u: bucket(u, "crawl-docs"))).sort_values("_b")
-    n_docs = int(round(share / (1 - share) * (len(kept) + len(hard))))
+    n_docs = int(round(share / (1 - share) * len(kept)))
     if n_docs > len(docs):
         raise ValueError(f"docs share {share} needs {n_docs} dev documentation pages, the dev split has {len(docs)}")
-    return pd.concat([kept, hard, docs.head(n_docs).drop(columns="_b")], ignore_index=True)
+    return pd.concat([kept, docs.head(n_docs).drop(columns="_b")], ignore_index=True)
 
 
 def counts(chosen: np.ndarray, label: np.ndarray) -> dict[str, int]:
@@ -199,7 +200,7 @@ def _auc(scores: pd.Series, pos: np.ndarray, neg: np.ndarray | None = None) -> f
 def report(frame: pd.DataFrame, rule: Any) -> dict[str, Any]:
     """Every figure of one evaluation set under one fitted rule (see the module docstring)."""
     label = frame["label"].to_numpy() == 1
-    web = (frame["kind"] == "web").to_numpy()
+    web = frame["kind"].isin(WEB_KINDS).to_numpy()
     live = frame["drop_reason"].isna().to_numpy()
     out: dict[str, Any] = {
         "positives": int(label.sum()),
@@ -246,6 +247,12 @@ def main() -> None:
     ap.add_argument(
         "--docs-share", type=float, action="append", help="docs share of the crawl (default 1%%, 5%%, 20%%)"
     )
+    ap.add_argument(
+        "--eval-docs-per-project",
+        type=int,
+        default=25,
+        help="test documentation pages evaluated per project (hash-chosen; 0 = all): bounds the embedding time",
+    )
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "raypipe-selection-bench"))
     ap.add_argument("--index-per-source", type=int, default=400, help="seeds per source in the index (0 = all)")
     ap.add_argument("--device", default="auto", help="embedding device: auto, cpu or cuda")
@@ -257,18 +264,11 @@ def main() -> None:
     started = time.monotonic()
 
     devset = load_devset(args.devset)
-    leaked = _mentions_reserved(devset["project"].tolist())
+    leaked = _mentions_reserved(devset["project"].tolist() + devset["url"].tolist())
     if leaked:
-        raise SystemExit(f"the development set holds reserved held-out projects {leaked}: rebuild it without them")
-    pages = extract_pages(devset["url"].tolist(), devset["html"].tolist())
-    devset = devset.drop(columns=["html"]).assign(
-        text=pages["text"].to_numpy(),
-        language=pages["language"].to_numpy(),
-        drop_reason=pages["drop_reason"].to_numpy(),
-    )
-    web = web_pages(data)
-    web["role"] = np.where(web["url"].map(lambda u: bucket(u, "sel-crawl") < 0.5), "crawl", "eval")
-    print(f"extracted {len(devset)} devset pages and {len(web)} web pages in {time.monotonic() - started:.0f}s")
+        raise SystemExit(f"the development set holds reserved held-out projects {leaked[:5]}: rebuild it without them")
+    devset = extracted_devset(devset, cache)
+    print(f"extracted {len(devset)} devset pages in {time.monotonic() - started:.0f}s", flush=True)
 
     seeds = load_seeds(SeedsConfig(sources=[str(data / "seeds")], harvest_modules=[]), StorageConfig())
     if _mentions_reserved(seeds["text"].str.split(n=1).str[0].tolist()):
@@ -283,11 +283,23 @@ def main() -> None:
     )
 
     dev = devset[devset["split"] == "dev"]
+    dev_negatives, dev_docs = dev[dev["label"] == 0], dev[dev["label"] == 1]
+    if args.split == "test":
+        evaluation_base = per_project(devset[devset["split"] == "test"], args.eval_docs_per_project, "eval")
+    else:  # half of the dev negatives stay out of the crawl to be evaluated on
+        held = dev_negatives["url"].map(lambda u: bucket(u, "dev-eval") < 0.5)
+        evaluation_base = pd.concat([dev_negatives[held], dev_docs], ignore_index=True)
+        dev_negatives = dev_negatives[~held]
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     cfg = ClassifyConfig(**{"mode": "cascade", **overrides})
-    results: dict[str, Any] = {"config": cfg.model_dump(mode="json"), "split": args.split, "runs": {}}
+    results: dict[str, Any] = {
+        "config": cfg.model_dump(mode="json"),
+        "split": args.split,
+        "eval_docs_per_project": args.eval_docs_per_project,
+        "runs": {},
+    }
     for share in args.docs_share or [0.01, 0.05, 0.20]:
-        crawl = crawl_sample(web, dev, share)
+        crawl = crawl_sample(dev_negatives, dev_docs, share)
         store = OutputStore(str(cache / f"run-{share:g}-{os.getpid()}"), StorageConfig())
 
         def score(uri: str, rule: Any, crawl: pd.DataFrame = crawl) -> pd.DataFrame:
@@ -295,12 +307,7 @@ def main() -> None:
 
         reports = run_rounds(seeds, crawl[["url", "text"]], score, cfg, store, SEED, similarity)
         trained = load_classifier(reports[-1].model_uri, StorageConfig())
-        if args.split == "test":
-            evaluation = pd.concat([devset[devset["split"] == "test"], web[web["role"] == "eval"]], ignore_index=True)
-        else:
-            evaluation = pd.concat(
-                [dev[~dev["url"].isin(set(crawl["url"]))], web[web["role"] == "eval"]], ignore_index=True
-            )
+        evaluation = evaluation_base[~evaluation_base["url"].isin(set(crawl["url"]))].reset_index(drop=True)
         live = evaluation["drop_reason"].isna()
         evaluation["agent_score"] = np.where(
             live, agent_proba(trained.model, evaluation["text"].fillna("").tolist(), cfg.max_tokens), np.nan
