@@ -1,233 +1,153 @@
-"""Held-out quality of the selection (fastText + seed similarity) and the cascade's saving.
+"""Selection quality on real documentation pages: fastText only, embed every page, and the cascade.
 
-Split rule, fixed before any number was looked at and applied before any threshold is chosen:
+Evaluated on the development set of real pages (``bench/devset.py``: documentation sites as they
+serve them, split dev/test by *project*), never on renderings of the seeds the model trains on.
+What runs is the pipeline's own code, in process: ``ExtractStage`` on every page's HTML,
+``run_rounds`` (training, rule fitting, ``classifier/round-N/metrics.json``) on a crawl sample,
+``SeedRetriever`` (the retrieval stage) for ``seed_similarity``, and the fitted rule.
 
-* Positives are documentation *pages* about APIs the pipeline never saw: the reference docs of
-  every second library (sorted by name) in ``seeds/api_docs_pypi``, 15% of the Gorilla model
-  cards (by id) and 25% of the apizoo REST providers (by file). Their seeds, and every other seed
-  whose first API name is theirs, are removed from training and from the seed index. Each is
-  rendered the way a site serves it, independently of the seed loaders: reStructuredText through
-  docutils, Markdown through markdown-it, model cards and REST references through HTML templates,
-  all wrapped in site navigation and reduced to text by resiliparse's main-content extraction, as
-  the crawl does.
-* Negatives are general web pages (the real HTML pages under ``html/`` extracted the same way, C4
-  and Wikipedia): half of them (by id) play the crawl's page sample that the pipeline trains and
-  fits its thresholds on; the other half are evaluation negatives only.
-* The pipeline then does exactly what a run does: ``train_classifier`` picks every threshold from
-  held-out seed groups and held-out sampled pages. Evaluation pages are split into dev and test
-  halves by id; design choices (such as ``similarity_weight``) were made on dev, test is reported.
+The crawl sample the classifier learns from is what a run would sample: half of the ordinary web
+pages of ``../shared/data`` (HTML pages extracted by ``ExtractStage``, C4, Wikipedia; split by a
+hash of their id), the dev split's non-API pages of documentation sites, and dev documentation
+pages mixed in at ``--docs-share`` of the sample (1%, 5%, 20%: a general crawl to a docs-heavy
+focused one). The crawl's documentation pages are the ones the classifier must not learn to
+reject; every threshold is picked by the run itself for ``classify.prevalence``.
 
-Cascade figures: the share of pages embedded (all evaluation pages, and negatives only, which is
-what a crawl mostly is) and the cascade's recall as a share of ``embed_all``'s recall.
+Evaluation pages: ``--split test`` (the default, the figures reported) is the test projects' pages
+plus the other half of the ordinary web pages; ``--split dev`` uses the dev pages that were not in
+the crawl sample (for choosing knobs). Precision at 1% and 0.1% prevalence is r p / (r p + f (1-p))
+from the measured recall r and false-positive rate f, with 95% intervals propagated from Wilson
+intervals. Recall counts every documentation page, including those dropped before selection
+(language, quality), so each drop reason's share of lost recall is reported.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.selection_quality [--data ../shared/data] [--cache /tmp/x]
+The documentation of SQLAlchemy, Scrapy, Flask, boltons and itsdangerous is reserved for
+held-out evaluation; the script refuses a development set or seeds that contain them.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.selection_quality [--devset /work/devset] [--split test]
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
-import html
-import io
 import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from bench.devset import load_devset
 from raypipe.classify.calibrate import CalibrationSimilarity
-from raypipe.classify.classifier import prf_from_counts, train_classifier
+from raypipe.classify.classifier import load_classifier
 from raypipe.classify.model import agent_proba
-from raypipe.config import ClassifyConfig, RetrieveConfig, SeedsConfig, StorageConfig
-from raypipe.retrieve.evaluate import bucket, roc_auc, web_negatives
+from raypipe.classify.rounds import run_rounds, score_frame
+from raypipe.classify.thresholds import at_prevalence, prf
+from raypipe.config import ClassifyConfig, ExtractConfig, QualityConfig, RetrieveConfig, SeedsConfig, StorageConfig
+from raypipe.extract.stage import ExtractStage
+from raypipe.retrieve.evaluate import bucket, roc_auc
 from raypipe.retrieve.index import build_seed_index
 from raypipe.retrieve.stage import SeedRetriever
-from raypipe.seeds import harvest_api_docs, load_seeds
+from raypipe.seeds import load_seeds
+from raypipe.storage import OutputStore
 
-SPHINX_ROLES = (
-    "class meth func attr exc mod data obj ref doc term envvar option issue pr user py:class py:func "
-    "py:meth py:attr py:mod py:data py:obj py:exc"
-).split()
-SPHINX_DIRECTIVES = (
-    "autofunction autoclass automethod autoattribute automodule autodata autoexception function class "
-    "method attribute data exception module currentmodule decorator versionadded versionchanged deprecated "
-    "seealso toctree code-block sourcecode literalinclude highlight testcode doctest tab tabs envvar option "
-    "describe py:function py:class py:method"
-).split()
-PAGE_HEAD = (
-    '<html><head><title>{title}</title></head><body><nav><ul><li><a href="/">Home</a></li>'
-    '<li><a href="/docs">Docs</a></li><li><a href="/blog">Blog</a></li></ul></nav>'
-    '<div class="sidebar"><h3>Navigation</h3><ul><li><a href="/start">Getting started</a></li>'
-    '<li><a href="/api">API reference</a></li></ul></div><main><article>'
-)
-PAGE_TAIL = (
-    "</article></main><footer><p>&copy; Copyright 2024. Built with a documentation generator.</p></footer>"
-    "</body></html>"
-)
+RESERVED = ("sqlalchemy", "scrapy", "flask", "boltons", "itsdangerous")
+MODES = ("fasttext_only", "embed_all", "cascade")
+PREVALENCES = (0.01, 0.001)
+WEB_KINDS = ("web", "text_only")  # ordinary web pages (the shared HTML pages, C4 and Wikipedia as pages)
+SEED = 1234
 
 
-def _register_sphinx_markup() -> None:
-    """Let docutils render Sphinx roles as code and Sphinx directives as their argument plus body,
-    roughly what a Sphinx build shows (docutils alone would print error boxes instead)."""
-    from docutils import nodes
-    from docutils.parsers.rst import Directive, directives, roles
-
-    class AnyOption(dict):
-        def __contains__(self, key: object) -> bool:
-            return True
-
-        def __getitem__(self, key: str) -> Any:
-            return directives.unchanged
-
-    class Shown(Directive):
-        has_content = True
-        optional_arguments = 1
-        final_argument_whitespace = True
-        option_spec = AnyOption()
-
-        def run(self) -> list[Any]:
-            out: list[Any] = [nodes.literal_block(text=self.arguments[0])] if self.arguments else []
-            if self.content:
-                body = nodes.container()
-                self.state.nested_parse(self.content, self.content_offset, body)
-                out.append(body)
-            return out
-
-    for role in SPHINX_ROLES:
-        roles.register_generic_role(role, nodes.literal)
-    for name in SPHINX_DIRECTIVES:
-        directives.register_directive(name, Shown)
+def _mentions_reserved(values: Sequence[str]) -> list[str]:
+    return sorted({v for v in values if any(r in str(v).lower() for r in RESERVED)})
 
 
-def extract(page: str) -> str:
-    from resiliparse.extract.html2text import extract_plain_text
-    from resiliparse.parse.html import HTMLTree
-
-    return extract_plain_text(HTMLTree.parse_from_bytes(page.encode(), "utf-8"), main_content=True)
-
-
-def wrap(title: str, body: str) -> str:
-    return PAGE_HEAD.format(title=html.escape(title)) + body + PAGE_TAIL
-
-
-def rst_page(text: str, title: str) -> str:
-    from docutils.core import publish_string
-
-    settings = {"report_level": 5, "halt_level": 5, "warning_stream": io.StringIO(), "output_encoding": "unicode"}
-    body = publish_string(text, writer_name="html5", settings_overrides={**settings, "syntax_highlight": "none"})
-    return wrap(title, body.split("<body>", 1)[-1].rsplit("</body>", 1)[0])
-
-
-def md_page(text: str, title: str) -> str:
-    from markdown_it import MarkdownIt
-
-    return wrap(title, MarkdownIt("commonmark").enable("table").render(text))
-
-
-def _value(v: Any) -> str:
-    return html.escape(json.dumps(v, indent=2) if isinstance(v, (dict, list)) else str(v))
-
-
-def model_card_page(rec: dict[str, Any]) -> str:
-    name = str(rec.get("api_name", ""))
-    parts = [
-        f"<h1>{html.escape(name)}</h1><p>{_value(rec.get('description', ''))}</p>",
-        f"<p>Framework: {_value(rec.get('framework', ''))}. Task: {_value(rec.get('functionality', ''))}. "
-        f"Domain: {_value(rec.get('domain', ''))}.</p>",
-        f"<h2>How to use</h2><pre><code>{_value(rec.get('api_call', ''))}</code></pre>",
-    ]
-    example = rec.get("example_code")
-    if example and example != "N/A":
-        code = "\n".join(example) if isinstance(example, list) else str(example)
-        parts.append(f"<h2>Example</h2><pre><code>{html.escape(code)}</code></pre>")
-    if rec.get("api_arguments") not in (None, "", "N/A", [], {}):
-        parts.append(f"<h2>Arguments</h2><pre>{_value(rec['api_arguments'])}</pre>")
-    if rec.get("performance"):
-        parts.append(f"<h2>Evaluation</h2><pre>{_value(rec['performance'])}</pre>")
-    return wrap(name, "".join(parts))
-
-
-def rest_reference_page(records: list[dict[str, Any]]) -> str:
-    parts = []
-    for rec in records:
-        parts.append(f"<h2>{_value(rec.get('api_name', ''))}</h2><pre>{_value(rec.get('api_call', ''))}</pre>")
-        parts.append(f"<p>{_value(rec.get('functionality', ''))}</p>")
-        args = rec.get("api_arguments")
-        if isinstance(args, dict) and args:
-            rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{_value(v)}</td></tr>" for k, v in args.items())
-            parts.append(f"<h3>Parameters</h3><table><tr><th>Name</th><th>Description</th></tr>{rows}</table>")
-        if rec.get("example_code"):
-            parts.append(f"<pre><code>{_value(rec['example_code'])}</code></pre>")
-    return wrap("API reference", "".join(parts))
-
-
-def _origin_file(origin: str) -> str:
-    return origin.split("#", 1)[0]
-
-
-def split_seeds(seeds: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """(training seeds, held-out seeds, held-out libraries): the rule in the module docstring."""
-    first_word = seeds["text"].str.split(n=1).str[0]
-    pypi = seeds["source"] == "api_docs_pypi"
-    libraries = sorted(set(first_word[pypi]))[1::2]
-    held = pypi & first_word.isin(libraries)
-    held |= (seeds["source"] == "gorilla_api_docs") & seeds["id"].map(lambda i: bucket(i, "sel-eval") < 0.15)
-    held |= (seeds["source"] == "gorilla_apizoo") & seeds["origin"].map(
-        lambda o: bucket(_origin_file(o), "sel-eval") < 0.25
+def extract_pages(urls: Sequence[str], htmls: Sequence[bytes]) -> pd.DataFrame:
+    """url, text, language, drop_reason: the extraction stage itself, over in-memory HTML."""
+    stage = ExtractStage(ExtractConfig(), QualityConfig())
+    n = len(urls)
+    table = pa.table(
+        {
+            "url": list(urls),
+            "warc_record_id": [None] * n,
+            "warc_date": [None] * n,
+            "http_status": pa.array([200] * n, pa.int32()),
+            "source_file": ["bench"] * n,
+            "record_index": list(range(n)),
+            "file_stats": [None] * n,
+            "html": list(htmls),
+            "charset": [None] * n,
+            "html_truncated": [False] * n,
+        }
     )
-    names = {apis[0] for apis in seeds.loc[held, "apis"] if len(apis)}
-    leaks = ~held & seeds["apis"].map(lambda apis: len(apis) > 0 and apis[0] in names)
-    return seeds[~held & ~leaks].reset_index(drop=True), seeds[held].reset_index(drop=True), libraries
+    out = pa.concat_tables([stage(table.slice(i, 256)) for i in range(0, n, 256)]).to_pandas()
+    return out[["url", "text", "language", "drop_reason"]]
 
 
-def positive_pages(data: Path, held: pd.DataFrame, libraries: list[str]) -> pd.DataFrame:
-    """Held-out API docs as served pages, from the raw shared files (not from the seed loaders)."""
-    from raypipe.seeds.lenient_json import loads_lenient
-
-    _register_sphinx_markup()
-    seeds_dir = data / "seeds"
-    rows = []
-    with gzip.open(seeds_dir / "api_docs_pypi" / "python_library_docs.jsonl.gz", "rt") as f:
-        for line in f:
-            doc = json.loads(line)
-            if doc["package"] in libraries:
-                render = md_page if doc["path"].endswith(".md") else rst_page
-                rows.append(
-                    ("library_page", f"{doc['package']}:{doc['path']}", extract(render(doc["text"], doc["path"])))
-                )
-    cards = held[held["source"] == "gorilla_api_docs"]
-    for name in sorted({_origin_file(o) for o in cards["origin"]}):
-        with gzip.open(seeds_dir / "gorilla_api_docs" / name, "rt") as f:
-            records = [json.loads(line) for line in f if line.strip()]
-        for origin in sorted(cards.loc[cards["origin"].map(_origin_file) == name, "origin"]):
-            rec = records[int(origin.rsplit(" ", 1)[1]) - 1]
-            rows.append(("model_card_page", origin, extract(model_card_page(rec))))
-    rest = held[held["source"] == "gorilla_apizoo"]
-    for name in sorted({_origin_file(o) for o in rest["origin"]}):
-        text = gzip.decompress((seeds_dir / "gorilla_apizoo" / name).read_bytes()).decode("utf-8", "replace")
-        records = [r for r in loads_lenient(text, name)[0] if isinstance(r, dict)][:200]
-        for start in range(0, len(records), 4):
-            page = extract(rest_reference_page(records[start : start + 4]))
-            rows.append(("rest_reference_page", f"{name}:{start}", page))
-    frame = pd.DataFrame(rows, columns=["source", "id", "text"])
-    return frame[frame["text"].str.split().str.len() >= 20].reset_index(drop=True)
+def extracted_devset(devset: pd.DataFrame, cache: Path) -> pd.DataFrame:
+    """The development set with text, language and drop_reason from ExtractStage (cached by content)."""
+    key = hashlib.sha1("\n".join(devset["sha1"]).encode()).hexdigest()[:12]
+    path = cache / f"extracted-{key}.parquet"
+    if not path.exists():
+        extract_pages(devset["url"].tolist(), devset["html"].tolist()).to_parquet(path)
+    pages = pd.read_parquet(path)
+    return devset.drop(columns=["html"]).assign(
+        text=pages["text"].fillna("").to_numpy(),
+        language=pages["language"].to_numpy(),
+        drop_reason=pages["drop_reason"].to_numpy(),
+    )
 
 
-def similarity_cached(pages: pd.DataFrame, index_prefix: str, cfg: RetrieveConfig, cache: Path) -> np.ndarray:
-    """seed_similarity through the real retrieval stage, cached by (index, text) between runs."""
+def per_project(frame: pd.DataFrame, cap: int, salt: str) -> pd.DataFrame:
+    """At most ``cap`` documentation pages per project (hash-chosen; 0 = all); other pages all kept."""
+    if not cap:
+        return frame
+    docs = frame["label"] == 1
+    ranked = frame[docs].assign(_b=frame.loc[docs, "url"].map(lambda u: bucket(u, salt))).sort_values("_b")
+    return pd.concat([frame[~docs], ranked.groupby("project").head(cap).drop(columns="_b")], ignore_index=True)
+
+
+class CachedSimilarity:
+    """``CalibrationSimilarity`` with its answers cached on disk by (index, text, excluded group):
+    the three training runs and reruns embed each text once."""
+
+    def __init__(self, inner: CalibrationSimilarity, path: Path):
+        self.inner, self.path = inner, path
+        self.known: dict[str, float] = {}
+        if path.exists():
+            frame = pd.read_parquet(path)
+            self.known = dict(zip(frame["k"], frame["s"], strict=True))
+
+    def __call__(self, texts: Sequence[str], groups: Sequence[str | None]) -> np.ndarray:
+        keys = [hashlib.sha1(f"{g}\x00{t}".encode()).hexdigest() for t, g in zip(texts, groups, strict=True)]
+        todo = [i for i, k in enumerate(keys) if k not in self.known]
+        if todo:
+            scores = self.inner([texts[i] for i in todo], [groups[i] for i in todo])
+            self.known.update({keys[i]: float(s) for i, s in zip(todo, scores, strict=True)})
+            pd.DataFrame({"k": list(self.known), "s": list(self.known.values())}).to_parquet(self.path)
+        return np.array([self.known[k] for k in keys], dtype=np.float64)
+
+
+def retrieval_similarity(texts: pd.Series, index_prefix: str, cfg: RetrieveConfig, cache: Path) -> np.ndarray:
+    """seed_similarity through the retrieval stage (``SeedRetriever``), cached by (index, text)."""
     meta = (Path(index_prefix) / cfg.index_dir / "meta.json").read_bytes()
-    key = hashlib.sha1(meta + str(cfg.max_chunks).encode()).hexdigest()[:12]
-    path = cache / f"similarity-{key}.parquet"
+    path = cache / f"retrieval-{hashlib.sha1(meta + str(cfg.max_chunks).encode()).hexdigest()[:12]}.parquet"
     known = pd.read_parquet(path) if path.exists() else pd.DataFrame({"h": [], "s": []})
-    hashes = pages["text"].map(lambda t: hashlib.sha1(t.encode()).hexdigest())
+    hashes = texts.map(lambda t: hashlib.sha1(t.encode()).hexdigest())
     todo = ~hashes.isin(set(known["h"]))
     if todo.any():
-        scored = SeedRetriever(cfg, index_prefix, StorageConfig())(pages.loc[todo, ["text"]].reset_index(drop=True))
+        frame = pd.DataFrame({"text": texts[todo].to_numpy()})
+        scored = pd.concat(
+            [
+                SeedRetriever(cfg, index_prefix, StorageConfig())(frame.iloc[i : i + 256])
+                for i in range(0, len(frame), 256)
+            ]
+        )
         known = pd.concat([known, pd.DataFrame({"h": hashes[todo].to_numpy(), "s": scored["seed_similarity"]})])
         known.to_parquet(path)
     return hashes.map(dict(zip(known["h"], known["s"], strict=True))).to_numpy(dtype=np.float64)
@@ -246,38 +166,75 @@ def build_index(seeds: pd.DataFrame, per_source: int, cfg: RetrieveConfig, cache
     return str(prefix)
 
 
-def scores(rule: Any, frame: pd.DataFrame, mode: str) -> np.ndarray:
-    return rule.with_mode(mode).apply(frame)["selected"].to_numpy(dtype=bool)
+def crawl_sample(negatives: pd.DataFrame, docs: pd.DataFrame, share: float) -> pd.DataFrame:
+    """The pages a run would sample: the dev negatives (ordinary web pages and the dev projects'
+    non-API pages) and dev documentation pages making ``share`` of the sample (hash-ordered, so a
+    larger share holds the smaller ones). Only pages the extraction stage kept: a run samples those."""
+    kept = negatives[negatives["drop_reason"].isna()]
+    docs = docs[docs["drop_reason"].isna()]
+    docs = docs.assign(_b=docs["url"].map(lambda u: bucket(u, "crawl-docs"))).sort_values("_b")
+    n_docs = int(round(share / (1 - share) * len(kept)))
+    if n_docs > len(docs):
+        raise ValueError(f"docs share {share} needs {n_docs} dev documentation pages, the dev split has {len(docs)}")
+    return pd.concat([kept, docs.head(n_docs).drop(columns="_b")], ignore_index=True)
+
+
+def counts(chosen: np.ndarray, label: np.ndarray) -> dict[str, int]:
+    return {
+        "tp": int((chosen & label).sum()),
+        "fp": int((chosen & ~label).sum()),
+        "fn": int((~chosen & label).sum()),
+        "tn": int((~chosen & ~label).sum()),
+    }
+
+
+def _auc(scores: pd.Series, pos: np.ndarray, neg: np.ndarray | None = None) -> float | None:
+    """ROC AUC over the pages that have the score (None without both classes)."""
+    neg = ~pos if neg is None else neg
+    ok = scores.notna().to_numpy()
+    if not (pos & ok).any() or not (neg & ok).any():
+        return None
+    return round(roc_auc(scores[pos & ok].to_numpy(), scores[neg & ok].to_numpy()), 4)
 
 
 def report(frame: pd.DataFrame, rule: Any) -> dict[str, Any]:
+    """Every figure of one evaluation set under one fitted rule (see the module docstring)."""
     label = frame["label"].to_numpy() == 1
+    web = frame["kind"].isin(WEB_KINDS).to_numpy()
+    live = frame["drop_reason"].isna().to_numpy()
     out: dict[str, Any] = {
         "positives": int(label.sum()),
-        "negatives": int((~label).sum()),
-        "auc_agent_score": round(roc_auc(frame.agent_score[label], frame.agent_score[~label]), 4),
-        "auc_seed_similarity": round(roc_auc(frame.seed_similarity[label], frame.seed_similarity[~label]), 4),
+        "negatives_web": int((~label & web).sum()),
+        "negatives_docs_sites": int((~label & ~web).sum()),
+        "positives_reaching_selection": int((label & live).sum()),
+        "auc_agent_score": _auc(frame["agent_score"], label & live, ~label & live),
+        "auc_seed_similarity": _auc(frame["seed_similarity"], label & live, ~label & live),
     }
     selected = {}
-    for mode in ("fasttext_only", "embed_all", "cascade"):
-        chosen = scores(rule, frame, mode)
+    for mode in MODES:
+        applied = rule.with_mode(mode).apply(frame)
+        chosen = applied["selected"].to_numpy(dtype=bool)
         selected[mode] = chosen
-        counts = {
-            "tp": int((chosen & label).sum()),
-            "fp": int((chosen & ~label).sum()),
-            "fn": int((~chosen & label).sum()),
-            "tn": int((~chosen & ~label).sum()),
-        }
-        out[mode] = prf_from_counts(counts)
-        out[mode]["recall_by_source"] = {
-            s: round(float(chosen[(frame["source"] == s).to_numpy()].mean()), 4)
-            for s in sorted(frame.loc[label, "source"].unique())
+        c = counts(chosen, label)
+        out[mode] = {
+            **{k: round(v, 4) for k, v in prf(chosen[label], chosen[~label], 0.5).items()},
+            **c,
+            **{f"at_prevalence_{p:g}": at_prevalence(c["tp"], c["fn"], c["fp"], c["tn"], p) for p in PREVALENCES},
+            "fpr_web": round(float(chosen[~label & web].mean()), 5),
+            "fpr_docs_sites": round(float(chosen[~label & ~web].mean()), 5) if (~label & ~web).any() else None,
+            "recall_lost_by_reason": {
+                str(k): round(v / max(int(label.sum()), 1), 4)
+                for k, v in applied.loc[label, "drop_reason"].value_counts().items()
+            },
+            "recall_by_ecosystem": {
+                str(e): round(float(chosen[label & (frame["ecosystem"] == e).to_numpy()].mean()), 4)
+                for e in sorted(frame.loc[label, "ecosystem"].dropna().unique())
+            },
         }
     embedded = rule.with_mode("cascade").to_embed(frame)
-    out["cascade_embedded_share_all"] = round(float(embedded.mean()), 4)
-    out["cascade_embedded_share_negatives"] = round(float(embedded[~label].mean()), 4)
-    out["cascade_fewer_pages_embedded_x_negatives"] = round(1 / max(float(embedded[~label].mean()), 1e-9), 1)
-    full = (selected["embed_all"] & label).sum()
+    out["cascade_embedded_share_web"] = round(float(embedded[web & live].mean()), 4)
+    out["cascade_embedded_share_web_all"] = round(float(embedded[web].mean()), 4)
+    full = int((selected["embed_all"] & label).sum())
     out["cascade_recall_kept_vs_embed_all"] = round(float((selected["cascade"] & label).sum() / max(full, 1)), 4)
     return out
 
@@ -285,57 +242,109 @@ def report(frame: pd.DataFrame, rule: Any) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    ap.add_argument("--devset", default="/work/devset", help="folder with the development set (bench/devset.py)")
+    ap.add_argument("--split", choices=["dev", "test"], default="test", help="evaluation pages (knobs: dev)")
+    ap.add_argument(
+        "--docs-share", type=float, action="append", help="docs share of the crawl (default 1%%, 5%%, 20%%)"
+    )
+    ap.add_argument(
+        "--eval-docs-per-project",
+        type=int,
+        default=25,
+        help="test documentation pages evaluated per project (hash-chosen; 0 = all): bounds the embedding time",
+    )
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "raypipe-selection-bench"))
     ap.add_argument("--index-per-source", type=int, default=400, help="seeds per source in the index (0 = all)")
-    ap.add_argument("--harvest", choices=["stdlib", "none"], default="stdlib", help="also harvest the stdlib's APIs")
     ap.add_argument("--device", default="auto", help="embedding device: auto, cpu or cuda")
     ap.add_argument("--set", action="append", default=[], help="ClassifyConfig override key=value (JSON value)")
+    ap.add_argument("--out", default=None, help="write the results JSON here too")
     args = ap.parse_args()
     data, cache = Path(args.data), Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
-    seeds = load_seeds(SeedsConfig(sources=[str(data / "seeds")], harvest_modules=[]), StorageConfig())
-    if args.harvest == "stdlib":
-        harvested, _ = harvest_api_docs(SeedsConfig(harvest_modules=["@stdlib"]))
-        seeds = pd.concat([seeds, pd.DataFrame(harvested)[seeds.columns]], ignore_index=True)
-    train_seeds, held, libraries = split_seeds(seeds)
-    positives = positive_pages(data, held, libraries).assign(label=1, role="eval")
-    negatives = web_negatives(data).assign(label=0)
-    negatives["role"] = np.where(negatives["id"].map(lambda i: bucket(i, "sel-crawl") < 0.5), "crawl", "eval")
-    pages = pd.concat([positives, negatives], ignore_index=True)
-    pages["split"] = pages["id"].map(lambda i: "dev" if bucket(i, "sel-devtest") < 0.5 else "test")
-    crawl = pages[pages["role"] == "crawl"].rename(columns={"id": "url"})[["url", "text"]]
-    evaluation = pages[pages["role"] == "eval"].reset_index(drop=True)
-    print(f"seeds: {len(train_seeds)} for training, {len(held)} held out (libraries {libraries})")
-    print("evaluation pages:", evaluation.groupby(["label", "source"]).size().to_dict())
-    print(f"crawl sample (training negatives): {len(crawl)} pages")
+    devset = load_devset(args.devset)
+    leaked = _mentions_reserved(devset["project"].tolist() + devset["url"].tolist())
+    if leaked:
+        raise SystemExit(f"the development set holds reserved held-out projects {leaked[:5]}: rebuild it without them")
+    devset = extracted_devset(devset, cache)
+    print(f"extracted {len(devset)} devset pages in {time.monotonic() - started:.0f}s", flush=True)
 
+    seeds = load_seeds(SeedsConfig(sources=[str(data / "seeds")], harvest_modules=[]), StorageConfig())
+    if _mentions_reserved(seeds["text"].str.split(n=1).str[0].tolist()):
+        raise SystemExit("the seeds hold documentation of a reserved held-out library")
+    projects = {str(p).lower() for p in devset["project"]}
+    overlap = (seeds["source"] == "api_docs_pypi") & seeds["text"].str.split(n=1).str[0].str.lower().isin(projects)
+    seeds = seeds[~overlap].reset_index(drop=True)
     retrieve_cfg = RetrieveConfig(device=args.device)
-    index_prefix = build_index(train_seeds, args.index_per_source, retrieve_cfg, cache)
-    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
-    cfg = ClassifyConfig(**{"mode": "embed_all", **overrides})
-    similarity = CalibrationSimilarity(retrieve_cfg, index_prefix, StorageConfig())
-    trained = train_classifier(train_seeds, crawl, cfg, seed=1234, similarity=similarity)
-    evaluation["agent_score"] = agent_proba(trained.model, evaluation["text"].tolist(), cfg.max_tokens)
-    evaluation["seed_similarity"] = similarity_cached(evaluation, index_prefix, retrieve_cfg, cache)
-    results = {
-        "rule": trained.rule.to_dict(),
-        "pipeline_held_out": trained.metrics["held_out"],
-        "dev": report(evaluation[evaluation["split"] == "dev"], trained.rule),
-        "test": report(evaluation[evaluation["split"] == "test"], trained.rule),
-        "seconds": round(time.monotonic() - started),
-    }
-    print(json.dumps(results, indent=1))
-    test = results["test"]
-    for mode in ("fasttext_only", "embed_all", "cascade"):
-        t = test[mode]
-        print(f"selection {mode} (test): precision {t['precision']:.4f} recall {t['recall']:.4f} f1 {t['f1']:.4f}")
-    print(
-        f"cascade pages embedded (test, negatives): {test['cascade_embedded_share_negatives']:.4f} "
-        f"= {test['cascade_fewer_pages_embedded_x_negatives']}x fewer"
+    index_prefix = build_index(seeds, args.index_per_source, retrieve_cfg, cache)
+    similarity = CachedSimilarity(
+        CalibrationSimilarity(retrieve_cfg, index_prefix, StorageConfig()), Path(index_prefix) / "calibration.parquet"
     )
-    print(f"cascade recall kept vs embed_all (test): {test['cascade_recall_kept_vs_embed_all']:.4f}")
+
+    dev = devset[devset["split"] == "dev"]
+    dev_negatives, dev_docs = dev[dev["label"] == 0], dev[dev["label"] == 1]
+    if args.split == "test":
+        evaluation_base = per_project(devset[devset["split"] == "test"], args.eval_docs_per_project, "eval")
+    else:  # half of the dev negatives stay out of the crawl to be evaluated on
+        held = dev_negatives["url"].map(lambda u: bucket(u, "dev-eval") < 0.5)
+        evaluation_base = pd.concat([dev_negatives[held], dev_docs], ignore_index=True)
+        dev_negatives = dev_negatives[~held]
+    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    cfg = ClassifyConfig(**{"mode": "cascade", **overrides})
+    results: dict[str, Any] = {
+        "config": cfg.model_dump(mode="json"),
+        "split": args.split,
+        "eval_docs_per_project": args.eval_docs_per_project,
+        "runs": {},
+    }
+    for share in args.docs_share or [0.01, 0.05, 0.20]:
+        crawl = crawl_sample(dev_negatives, dev_docs, share)
+        store = OutputStore(str(cache / f"run-{share:g}-{os.getpid()}"), StorageConfig())
+
+        def score(uri: str, rule: Any, crawl: pd.DataFrame = crawl) -> pd.DataFrame:
+            return score_frame(crawl[["url", "text"]], load_classifier(uri, StorageConfig()), similarity)
+
+        reports = run_rounds(seeds, crawl[["url", "text"]], score, cfg, store, SEED, similarity)
+        trained = load_classifier(reports[-1].model_uri, StorageConfig())
+        evaluation = evaluation_base[~evaluation_base["url"].isin(set(crawl["url"]))].reset_index(drop=True)
+        live = evaluation["drop_reason"].isna()
+        evaluation["agent_score"] = np.where(
+            live, agent_proba(trained.model, evaluation["text"].fillna("").tolist(), cfg.max_tokens), np.nan
+        )
+        evaluation["seed_similarity"] = np.nan
+        evaluation.loc[live, "seed_similarity"] = retrieval_similarity(
+            evaluation.loc[live, "text"], index_prefix, retrieve_cfg, cache
+        )
+        docs_in_crawl = int(crawl["label"].eq(1).sum())
+        results["runs"][f"docs_share={share:g}"] = {
+            "crawl_pages": len(crawl),
+            "crawl_docs_pages": docs_in_crawl,
+            "training_counts": reports[-1].counts,
+            "held_out_in_run": reports[-1].metrics["held_out"][cfg.mode]["at_prevalence"],
+            "rule": trained.rule.to_dict(),
+            "eval": report(evaluation, trained.rule),
+            "metrics_json": store.uri(f"classifier/round-{len(reports)}/metrics.json"),
+        }
+        summary = results["runs"][f"docs_share={share:g}"]["eval"]
+        for mode in MODES:
+            s, p1, p01 = summary[mode], summary[mode]["at_prevalence_0.01"], summary[mode]["at_prevalence_0.001"]
+            print(
+                f"docs {share:.0%} of crawl | {mode:13s} ({args.split}): P {s['precision']:.4f} R {s['recall']:.4f} "
+                f"F1 {s['f1']:.4f} | P@1% {p1['precision']:.3f} {p1['precision_ci95']} "
+                f"P@0.1% {p01['precision']:.3f} {p01['precision_ci95']} | FPR web {s['fpr_web']:.4f}",
+                flush=True,
+            )
+        print(
+            f"docs {share:.0%} of crawl | gate sends {summary['cascade_embedded_share_web']:.2%} of web pages to the "
+            f"embedder; cascade keeps {summary['cascade_recall_kept_vs_embed_all']:.2%} of embed-all recall",
+            flush=True,
+        )
+    results["seconds"] = round(time.monotonic() - started)
+    text = json.dumps(results, indent=1, default=str)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
 
 
 if __name__ == "__main__":

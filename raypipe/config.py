@@ -429,18 +429,19 @@ class ClassifyConfig(Section):
         lt=1,
         description="Share of seeds (by source group) and of sampled pages held out to pick thresholds.",
     )
-    recall_target: float = Field(
-        0.98,
-        gt=0,
-        le=1,
-        description="Cascade: the fastText pass threshold is the highest keeping this share of held-out positives.",
-    )
     embed_fraction: float = Field(
-        0.05,
+        0.08,
         gt=0,
         le=1,
-        description="Cascade: at most this share of the sampled pages that fastText alone rejects is still "
-        "embedded (the pass threshold is the lower of this and the recall_target one).",
+        description="Cascade: the fastText gate passes this share of the held-out sampled pages used as negatives "
+        "to the embedder (the budget; issue 13 caps ordinary pages embedded at 10%).",
+    )
+    prevalence: float = Field(
+        0.01, gt=0, lt=1, description="Share of crawl pages expected to be agent pages; thresholds maximize F1 at it."
+    )
+    seed_pages: bool = Field(
+        True,
+        description="Train and calibrate on seeds rendered as HTML doc pages and extracted as crawled pages are.",
     )
     similarity_weight: float = Field(
         0.3,

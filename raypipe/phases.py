@@ -107,6 +107,15 @@ def load_seed_table(cfg: RunConfig, store: OutputStore) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(store.read_bytes(f"{cfg.retrieve.index_dir.strip('/')}/seeds.parquet")))
 
 
+def _headline(reports: list[Any], mode: str | None) -> dict[str, Any] | None:
+    """The final round's held-out precision at the configured and reported prevalences, with 95%
+    intervals, beside recall: the selection's headline figure (a balanced F1 says little about a
+    crawl where 1% of pages are agent pages). None when a given model was used (no held-out data)."""
+    if not reports:
+        return None
+    return (reports[-1].metrics.get("held_out") or {}).get(mode, {}).get("at_prevalence")
+
+
 def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
     """Phase 2b: train the fastText classifier (seeds vs a reservoir sample of this crawl's pages,
     ``classify.rounds`` rounds), then score every extracted page and write ``scored/``."""
@@ -177,6 +186,7 @@ def run_score(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, 
             }
             for r in reports
         ],
+        "precision_at_prevalence": _headline(reports, rule.get("mode")),
         "drop_reasons": scored["drop_reasons"],
         "top_domains": scored["top_domains"],
         "histograms": scored["histograms"],

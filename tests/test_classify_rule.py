@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raypipe.classify.rule import LOW_AGENT_SCORE, LOW_SEED_SIMILARITY, NO_TEXT, SelectionRule, fit_rule
-from raypipe.classify.thresholds import f1_threshold, prf, recall_threshold
+from raypipe.classify.thresholds import (
+    at_prevalence,
+    f1_threshold,
+    precision_at,
+    prevalence_threshold,
+    prf,
+    recall_threshold,
+    wilson_interval,
+)
 
 
 def test_f1_threshold_separates_separable_scores() -> None:
@@ -37,7 +45,7 @@ def test_recall_threshold_keeps_the_target_share() -> None:
     assert (pos >= np.nextafter(t, 1)).mean() < 0.98
 
 
-def test_fit_rule_cascade_gate_respects_recall_and_budget() -> None:
+def test_fit_rule_cascade_gate_spends_the_embedding_budget() -> None:
     rng = np.random.default_rng(1)
     pos_agent = rng.beta(8, 2, 400)
     neg_agent = rng.beta(2, 8, 2000)
@@ -45,24 +53,66 @@ def test_fit_rule_cascade_gate_respects_recall_and_budget() -> None:
         "cascade",
         pos_agent,
         neg_agent,
-        recall_target=0.98,
-        embed_fraction=0.05,
+        embed_fraction=0.08,
         similarity_weight=0.3,
+        prevalence=0.01,
         pos_similarity=rng.normal(0.6, 0.08, 400),
         neg_similarity=rng.normal(0.35, 0.08, 2000),
     )
-    assert rule.pass_threshold <= recall_threshold(pos_agent, 0.98)
-    rejected = neg_agent[neg_agent < rule.ft_threshold]
-    assert (rejected >= rule.pass_threshold).mean() <= 0.05 + 1 / len(rejected)
+    embedded = (neg_agent >= rule.pass_threshold).mean()
+    assert 0.08 - 1 / len(neg_agent) <= embedded <= 0.08 + 1 / len(neg_agent)
+    assert rule.pass_threshold <= rule.ft_threshold
     assert rule.combined_threshold is not None
     # the combined rule sees both signals: it beats fastText alone on these overlapping scores
     frame_pos = pd.DataFrame({"agent_score": pos_agent, "seed_similarity": rng.normal(0.6, 0.08, 400)})
     assert rule.with_mode("embed_all").apply(frame_pos)["selected"].mean() > 0.9
 
 
+def test_threshold_falls_as_prevalence_rises() -> None:
+    """Rarer positives make each false positive costlier: the threshold never falls with prevalence."""
+    rng = np.random.default_rng(4)
+    for pos, neg in [
+        (rng.normal(1.5, 1.0, 600), rng.normal(0.0, 1.0, 6000)),
+        (rng.beta(5, 2, 300), rng.beta(2, 5, 4000)),
+        (rng.normal(2.5, 0.6, 400), rng.normal(0.0, 1.3, 8000)),
+    ]:
+        thresholds = [prevalence_threshold(pos, neg, p) for p in (0.001, 0.01, 0.05, 0.2, 0.5)]
+        assert all(a >= b for a, b in zip(thresholds, thresholds[1:], strict=False)), thresholds
+        assert thresholds[0] > thresholds[-1]
+    assert prevalence_threshold(pos, neg, 0.5) == f1_threshold(pos, neg)
+
+
+def test_prevalence_threshold_maximizes_the_crawl_f1() -> None:
+    rng = np.random.default_rng(5)
+    pos, neg = rng.normal(2.0, 1.0, 500), rng.normal(0.0, 1.0, 5000)
+    t = prevalence_threshold(pos, neg, 0.01)
+
+    def crawl_f1(th: float) -> float:
+        r, f = (pos >= th).mean(), (neg >= th).mean()
+        return 2 * r * 0.01 / (r * 0.01 + 0.01 + f * 0.99)
+
+    assert all(crawl_f1(t) >= crawl_f1(th) - 1e-12 for th in np.concatenate([pos, neg]))
+
+
+def test_precision_at_prevalence_and_its_interval() -> None:
+    assert precision_at(0.9, 0.01, 0.01) == pytest.approx(0.009 / (0.009 + 0.0099))
+    assert precision_at(0.0, 0.0, 0.01) == 0.0
+    lo, hi = wilson_interval(0, 1000)
+    assert lo == 0.0 and 0.003 < hi < 0.004  # no false positive in 1000 still allows ~0.38%
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(1 - hi) and 0.40 < lo < 0.41
+    fig = at_prevalence(tp=90, fn=10, fp=2, tn=998, prevalence=0.01)
+    assert fig["recall"] == 0.9 and fig["fpr"] == 0.002
+    assert fig["precision"] == pytest.approx(precision_at(0.9, 0.002, 0.01), abs=1e-4)
+    low, high = fig["precision_ci95"]
+    assert low < fig["precision"] < high
+    rarer = at_prevalence(tp=90, fn=10, fp=2, tn=998, prevalence=0.001)
+    assert rarer["precision"] < fig["precision"] and rarer["recall"] == fig["recall"]
+
+
 def test_rule_needs_similarity_for_embedding_modes() -> None:
     with pytest.raises(ValueError, match="seed similarity"):
-        fit_rule("embed_all", np.array([0.9, 0.8]), np.array([0.1, 0.2]), 0.98, 0.05, 0.3)
+        fit_rule("embed_all", np.array([0.9, 0.8]), np.array([0.1, 0.2]), 0.05, 0.3, 0.01)
     with pytest.raises(ValueError, match="unknown selection mode"):
         SelectionRule("everything", 0.5)
 
@@ -130,3 +180,15 @@ def test_every_page_not_selected_has_a_drop_reason(rows: list, mode: str) -> Non
     assert (out["selected"] ^ out["drop_reason"].notna()).all()
     kept = batch["drop_reason"].notna()
     assert (out.loc[kept, "drop_reason"] == batch.loc[kept, "drop_reason"]).all()
+
+
+def test_prevalence_is_a_config_knob() -> None:
+    from pydantic import ValidationError
+
+    from raypipe.config import ClassifyConfig
+
+    assert ClassifyConfig().prevalence == 0.01
+    assert ClassifyConfig(prevalence=0.2).prevalence == 0.2
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValidationError):
+            ClassifyConfig(prevalence=bad)

@@ -77,3 +77,24 @@ def test_reservoir_sample_is_uniform() -> None:
 def test_hash_priority_is_stable() -> None:
     assert hash_priority(["a", "b"], 1).tolist() == hash_priority(["a", "b"], 1).tolist()
     assert hash_priority(["a"], 1)[0] != hash_priority(["a"], 2)[0]
+
+
+def test_seeds_become_pages_as_the_crawl_extracts_them() -> None:
+    """A seed is rendered as a doc site's page (title, list, code) and extracted by the crawl's own
+    extractor: its content survives, the site's furniture does not become a positive feature."""
+    from raypipe.classify.pages import seed_page_html, seeds_as_pages
+
+    seed = (
+        "Datadog API - Key Management: Get API key\n\nGET /api/v2/api_keys/{api_key_id}\n\nGet an API key.\n\n"
+        "Parameters\n• api_key_id: [REQUIRED] string: The ID of the API key.\n• include: string: paths.\n\n"
+        "Example\nimport datadog_api_client\nclient = ApiClient(configuration)"
+    )
+    page = seed_page_html(seed)
+    assert "<h1>Datadog API - Key Management: Get API key</h1>" in page
+    assert "<ul><li>api_key_id: [REQUIRED]" in page and "<pre><code>" in page and "<h2>Parameters</h2>" in page
+    text = seeds_as_pages([seed, ""])
+    assert text[0].startswith("Datadog API - Key Management: Get API key")
+    assert "api_key_id: [REQUIRED] string" in text[0] and "client = ApiClient(configuration)" in text[0]
+    for furniture in ("Copyright", "Previous", "Getting started", "Privacy"):
+        assert furniture not in text[0]
+    assert text[1] == ""

@@ -94,7 +94,7 @@ def test_model_round_trip_through_s3(corpus: dict[str, pd.DataFrame], s3_server:
     assert store.list("classifier") == ["classifier/round-1/metrics.json", "classifier/round-1/model.bin"]
     loaded = load_classifier(uri, StorageConfig())
     assert loaded.rule == trained.rule
-    assert loaded.metrics["held_out"]["fasttext_only"]["f1"] == trained.metrics["held_out"]["fasttext_only"]["f1"]
+    assert loaded.metrics["held_out"] == trained.metrics["held_out"]
     pages = pd.concat([corpus["docs"], corpus["web"]], ignore_index=True).head(60)
     scored = AgentScorer(uri, StorageConfig())(pages.assign(text=pages["text"].where(pages.index != 0, None)))
     expected = agent_proba(trained.model, pages["text"].tolist(), cfg.max_tokens)
@@ -109,7 +109,8 @@ def test_selection_chain_on_local_ray(corpus: dict[str, pd.DataFrame], seed_inde
     import ray
 
     sample = pd.concat([corpus["web"], corpus["docs"]], ignore_index=True)  # agent pages inside the sample
-    cfg = ClassifyConfig(**{**FAST, "mode": "cascade", "max_actors": 1})
+    # this crawl is docs-heavy (30 of ~190 pages): the run is told so, as a focused crawl would be
+    cfg = ClassifyConfig(**{**FAST, "mode": "cascade", "max_actors": 1, "prevalence": 0.15})
     similarity = CalibrationSimilarity(RETRIEVE, seed_index, StorageConfig())
     trained = train_classifier(corpus["seeds"], sample, cfg, seed=3, similarity=similarity)
     counts = trained.metrics["counts"]

@@ -73,9 +73,14 @@ def test_balance_equalizes_classes() -> None:
 def test_train_classifier_reports_held_out_metrics(seeds: pd.DataFrame, pages: pd.DataFrame) -> None:
     cfg = ClassifyConfig(**FAST)
     trained = train_classifier(seeds, pages, cfg, seed=7)
-    held = trained.metrics["held_out"]["fasttext_only"]
+    held = trained.metrics["held_out"]["fasttext_only"]["balanced"]
     assert held["tp"] + held["fn"] > 50 and held["fp"] + held["tn"] > 50
     assert held["f1"] > 0.85, held
+    headline = trained.metrics["held_out"]["fasttext_only"]["at_prevalence"]
+    assert set(headline) == {"p=0.01", "p=0.001"}
+    low, high = headline["p=0.01"]["precision_ci95"]
+    assert low <= headline["p=0.01"]["precision"] <= high
+    assert headline["p=0.001"]["precision"] <= headline["p=0.01"]["precision"]
     assert 0 < trained.rule.ft_threshold < 1
     assert trained.rule.pass_threshold <= trained.rule.ft_threshold
     assert trained.metrics["counts"]["examples_pos_balanced"] == trained.metrics["counts"]["examples_neg_balanced"]

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from raypipe.classify.model import METRICS_FILE, agent_proba, load_model, read_uri, save_model, train_fasttext
+from raypipe.classify.pages import seeds_as_pages
 from raypipe.classify.rule import SelectionRule, fit_rule
+from raypipe.classify.thresholds import at_prevalence
 from raypipe.classify.train import (
     bucket,
     cap_per_source,
@@ -31,6 +33,7 @@ from raypipe.config import ClassifyConfig, StorageConfig
 from raypipe.storage import OutputStore
 
 log = logging.getLogger(__name__)
+REPORTED_PREVALENCES = (0.01, 0.001)  # besides the configured one: a general crawl and a rarer topic
 # (texts, group of each text or None) -> seed_similarity per text, seeds of that group ignored
 SimilarityFn = Callable[[Sequence[str], Sequence[str | None]], np.ndarray]
 
@@ -52,6 +55,11 @@ def selection_counts(rule: SelectionRule, pos: pd.DataFrame, neg: pd.DataFrame) 
     tp = int(rule.apply(pos)["selected"].sum())
     fp = int(rule.apply(neg)["selected"].sum())
     return {"tp": tp, "fp": fp, "fn": len(pos) - tp, "tn": len(neg) - fp}
+
+
+def prevalence_figures(c: dict[str, int], prevalences: Sequence[float]) -> dict[str, dict[str, float]]:
+    """``at_prevalence`` of held-out counts, keyed ``"p=0.01"``: the headline figures of a round."""
+    return {f"p={p:g}": at_prevalence(c["tp"], c["fn"], c["fp"], c["tn"], p) for p in sorted(set(prevalences))}
 
 
 def prf_from_counts(c: dict[str, int]) -> dict[str, float]:
@@ -100,10 +108,13 @@ def train_classifier(
     held = seeds.loc[seed_held, ["id", "text", "source"]]
     per_source = math.ceil(cfg.calibration_size / max(1, held["source"].nunique()))
     cal_pos = cap_per_source(held, per_source, seed).reset_index(drop=True)
+    groups = [seed_group(t, s) for t, s in zip(cal_pos["text"], cal_pos["source"], strict=True)]
+    if cfg.seed_pages:
+        seeds = seeds.assign(text=seeds_as_pages(seeds["text"].tolist()))
+        cal_pos = cal_pos.assign(text=seeds_as_pages(cal_pos["text"].tolist()))
     pos_sim = page_sim = None
     labels = np.zeros(len(pages), dtype=np.int8)
     if embedding:
-        groups = [seed_group(t, s) for t, s in zip(cal_pos["text"], cal_pos["source"], strict=True)]
         pos_sim = similarity(cal_pos["text"].tolist(), groups)
         page_sim = similarity(pages["text"].tolist(), [None] * len(pages))
         labels = similarity_labels(page_sim, pos_sim, cfg)
@@ -117,7 +128,7 @@ def train_classifier(
     neg_sim = None
     if page_sim is not None:
         neg_sim = cal_neg["url"].map(dict(zip(pages["url"], page_sim, strict=True))).to_numpy(dtype=np.float64)
-    knobs = (cfg.recall_target, cfg.embed_fraction, cfg.similarity_weight)
+    knobs = (cfg.embed_fraction, cfg.similarity_weight, cfg.prevalence)
     rule = fit_rule(cfg.mode, pos_agent, neg_agent, *knobs, pos_similarity=pos_sim, neg_similarity=neg_sim)
     ft_rule = fit_rule("fasttext_only", pos_agent, neg_agent, *knobs)
 
@@ -132,10 +143,10 @@ def train_classifier(
         return fit
 
     held_out = {}
+    prevalences = (cfg.prevalence, *REPORTED_PREVALENCES)
     for mode in ("fasttext_only", "embed_all", "cascade") if embedding else ("fasttext_only",):
-        held_out[mode] = cross_fitted(
-            fit_on(mode), _scored_frame(pos_agent, pos_sim), _scored_frame(neg_agent, neg_sim), seed
-        )
+        counts = cross_fitted(fit_on(mode), _scored_frame(pos_agent, pos_sim), _scored_frame(neg_agent, neg_sim), seed)
+        held_out[mode] = {"at_prevalence": prevalence_figures(counts, prevalences), "balanced": counts}
     counts = {
         **data.counts,
         "sampled_pages": len(pages),
@@ -153,13 +164,16 @@ def train_classifier(
         "rule": rule.to_dict(),
         "fasttext_only_rule": ft_rule.to_dict(),
         "held_out": held_out,
-        "held_out_method": "2-fold cross-fit over held-out seed groups (positives) and held-out sampled pages "
-        "(negatives): thresholds fitted on one half, counted on the other",
+        "held_out_method": "2-fold cross-fit over held-out seed groups rendered as pages (positives) and held-out "
+        "sampled pages (negatives): thresholds fitted for classify.prevalence on one half, counted on the other. "
+        "at_prevalence: precision implied at each prevalence, 95% interval from Wilson intervals of recall and FPR; "
+        "balanced: the counts and the F1 of a 1:1 view (not what a crawl sees)",
     }
-    s = held_out[cfg.mode]
+    s = held_out[cfg.mode]["at_prevalence"][f"p={cfg.prevalence:g}"]
     print(
-        f"classifier ({cfg.mode}) held-out precision={s['precision']:.4f} recall={s['recall']:.4f} "
-        f"f1={s['f1']:.4f} (positives {s['tp'] + s['fn']}, negatives {s['fp'] + s['tn']})",
+        f"classifier ({cfg.mode}) held-out at prevalence {cfg.prevalence:g}: precision={s['precision']:.4f} "
+        f"{s['precision_ci95']} recall={s['recall']:.4f} fpr={s['fpr']:.5f} "
+        f"(positives {s['positives']}, negatives {s['negatives']})",
         flush=True,
     )
     return TrainedClassifier(model, rule, metrics)

@@ -26,25 +26,87 @@ def balanced_weight(n_pos: int, n_neg: int) -> float:
 
 
 def f1_threshold(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
-    """The threshold maximizing F1 on a class-balanced view of the held-out scores.
+    """The threshold maximizing F1 on a class-balanced view of the held-out scores (prevalence 0.5).
 
-    Balanced because the held-out class ratio is an accident of sample sizes, not the crawl's.
-    Among thresholds with the best F1 the midpoint between the best candidate and the next
-    lower score is returned, so a page scoring just under a held-out positive still passes.
+    Kept for the balanced figure only: a crawl is nowhere near balanced, see ``prevalence_threshold``.
+    """
+    return prevalence_threshold(pos_scores, neg_scores, 0.5)
+
+
+def prevalence_threshold(pos_scores: np.ndarray, neg_scores: np.ndarray, prevalence: float) -> float:
+    """The threshold maximizing the F1 expected in a crawl where ``prevalence`` of pages are positives.
+
+    With recall r and false-positive rate f measured on held-out data, a crawl of N pages yields
+    TP = r p N, FP = f (1-p) N and FN = (1-r) p N, so F1 = 2 r p / (r p + p + f (1-p)). The held-out
+    class sizes are an accident of sampling; the crawl's prevalence is what sets how many false
+    positives a point of recall is worth (at 1% a 1.9% FPR alone caps precision near 0.34). Among
+    thresholds with the best F1 the midpoint between the best candidate and the next lower score is
+    returned, so a page scoring just under a held-out positive still passes.
     """
     pos = np.asarray(pos_scores, dtype=np.float64)
     neg = np.asarray(neg_scores, dtype=np.float64)
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError("threshold choice needs held-out positives and negatives")
-    weight = balanced_weight(len(pos), len(neg))
+    if not 0 < prevalence < 1:
+        raise ValueError(f"prevalence must be in (0, 1), got {prevalence}")
     candidates = np.unique(np.concatenate([pos, neg]))
-    pos_sorted, neg_sorted = np.sort(pos), np.sort(neg)
-    tp = len(pos) - np.searchsorted(pos_sorted, candidates, side="left")
-    fp = (len(neg) - np.searchsorted(neg_sorted, candidates, side="left")) * weight
-    f1 = 2 * tp / (2 * tp + fp + (len(pos) - tp))
+    recall = (len(pos) - np.searchsorted(np.sort(pos), candidates, side="left")) / len(pos)
+    fpr = (len(neg) - np.searchsorted(np.sort(neg), candidates, side="left")) / len(neg)
+    f1 = 2 * recall * prevalence / (recall * prevalence + prevalence + fpr * (1 - prevalence))
     best = int(np.argmax(f1))
     lower = candidates[best - 1] if best > 0 else 0.0
     return float((candidates[best] + lower) / 2)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default); (0, 1) with no trials.
+
+    Why Wilson: false positives are rare events counted on a few thousand negatives, where the
+    normal approximation gives intervals below zero and a zero count would claim certainty.
+    """
+    if trials <= 0:
+        return 0.0, 1.0
+    phat = successes / trials
+    denom = 1 + z * z / trials
+    centre = (phat + z * z / (2 * trials)) / denom
+    half = z * np.sqrt(phat * (1 - phat) / trials + z * z / (4 * trials * trials)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def precision_at(recall: float, fpr: float, prevalence: float) -> float:
+    """Precision in a crawl with this prevalence: r p / (r p + fpr (1 - p)); 0 when nothing is selected."""
+    tp = recall * prevalence
+    fp = fpr * (1 - prevalence)
+    return float(tp / (tp + fp)) if tp + fp > 0 else 0.0
+
+
+def at_prevalence(tp: int, fn: int, fp: int, tn: int, prevalence: float) -> dict[str, float]:
+    """Recall, FPR and the precision they imply at ``prevalence``, each with a 95% interval.
+
+    The precision interval propagates the Wilson intervals of recall and FPR: its low end pairs
+    the lowest plausible recall with the highest plausible FPR, its high end the reverse.
+    """
+    n_pos, n_neg = tp + fn, fp + tn
+    recall = tp / n_pos if n_pos else 0.0
+    fpr = fp / n_neg if n_neg else 0.0
+    r_lo, r_hi = wilson_interval(tp, n_pos)
+    f_lo, f_hi = wilson_interval(fp, n_neg)
+    precision = precision_at(recall, fpr, prevalence)
+    return {
+        "prevalence": prevalence,
+        "precision": round(precision, 4),
+        "precision_ci95": [
+            round(precision_at(r_lo, f_hi, prevalence), 4),
+            round(precision_at(r_hi, f_lo, prevalence), 4),
+        ],
+        "recall": round(recall, 4),
+        "recall_ci95": [round(r_lo, 4), round(r_hi, 4)],
+        "fpr": round(fpr, 6),
+        "fpr_ci95": [round(f_lo, 6), round(f_hi, 6)],
+        "f1": round(2 * precision * recall / (precision + recall), 4) if precision + recall else 0.0,
+        "positives": n_pos,
+        "negatives": n_neg,
+    }
 
 
 def recall_threshold(pos_scores: np.ndarray, target: float) -> float:
