@@ -192,3 +192,15 @@ def test_prevalence_is_a_config_knob() -> None:
     for bad in (0.0, 1.0, -0.1):
         with pytest.raises(ValidationError):
             ClassifyConfig(prevalence=bad)
+
+
+def test_a_fit_targets_no_lower_prevalence_than_its_negatives_resolve() -> None:
+    from raypipe.classify.rule import MIN_FALSE_POSITIVES, resolvable_prevalence
+
+    assert resolvable_prevalence(0.01, 5000) == 0.01  # a crawl-sized sample resolves 1%
+    assert resolvable_prevalence(0.01, 65) == MIN_FALSE_POSITIVES / 65  # a small run: what it can see
+    assert resolvable_prevalence(0.3, 10) == 0.5
+    rng = np.random.default_rng(4)
+    pos, neg = rng.normal(2.0, 1.0, 400), rng.normal(0.0, 1.0, 60)
+    few = fit_rule("fasttext_only", 1 / (1 + np.exp(-pos)), 1 / (1 + np.exp(-neg)), 0.1, 0.5, 0.01)
+    assert few.ft_threshold < 1 / (1 + np.exp(-neg.max()))  # not pushed above every held-out negative

@@ -140,6 +140,23 @@ def _undropped(batch: pd.DataFrame) -> np.ndarray:
     return batch["drop_reason"].isna().to_numpy()
 
 
+MIN_FALSE_POSITIVES = 10
+"""Held-out false positives a threshold fit must be able to see at its prevalence (see below)."""
+
+
+def resolvable_prevalence(prevalence: float, negatives: int) -> float:
+    """The prevalence a threshold can be fitted for with ``negatives`` held-out negatives.
+
+    One held-out false positive moves the estimated false-positive rate by ``1/negatives``; at a
+    prevalence far below that, a single one outweighs any recall and the fit climbs above every
+    held-out negative, where it no longer measures anything (on 65 negatives at 1%, real docs pages
+    fell to 5% recall). So the fit targets at least ``MIN_FALSE_POSITIVES / negatives``: each
+    held-out false positive then costs at most a tenth of the precision. A crawl sample of a few
+    thousand pages resolves 1%; a small run is fitted for what it can resolve.
+    """
+    return min(0.5, max(prevalence, MIN_FALSE_POSITIVES / max(negatives, 1)))
+
+
 def fit_rule(
     mode: str,
     pos_agent: np.ndarray,
@@ -156,6 +173,7 @@ def fit_rule(
     module docstring for the rules."""
     pos_agent = np.asarray(pos_agent, dtype=np.float64)
     neg_agent = np.asarray(neg_agent, dtype=np.float64)
+    prevalence = resolvable_prevalence(prevalence, len(neg_agent))
     ft_threshold = prevalence_threshold(pos_agent, neg_agent, prevalence)
     pass_threshold = float(np.quantile(neg_agent, 1 - embed_fraction, method="higher"))
     if pos_similarity is None or neg_similarity is None:
@@ -176,6 +194,8 @@ def fit_rule(
         similarity_std=float(max(neg_sim[neg_ok].std(), _EPS)),
     )
     combined_threshold = prevalence_threshold(
-        draft.combined(pa[pos_ok], pos_sim[pos_ok]), draft.combined(na[neg_ok], neg_sim[neg_ok]), prevalence
+        draft.combined(pa[pos_ok], pos_sim[pos_ok]),
+        draft.combined(na[neg_ok], neg_sim[neg_ok]),
+        resolvable_prevalence(prevalence, int(neg_ok.sum())),
     )
     return SelectionRule.from_dict({**draft.to_dict(), "mode": mode, "combined_threshold": combined_threshold})
