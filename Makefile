@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m raypipe.demo $(DEMO_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m devtools.demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from raypipe.local_s3 import LocalS3, start_local_s3
+from devtools.local_s3 import LocalS3, start_local_s3
 
 REPO = Path(__file__).resolve().parents[1]
 

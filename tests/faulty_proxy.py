@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 from yarl import URL
 
-from raypipe.local_s3 import free_port
+from devtools.local_s3 import free_port
 
 KINDS = ("error_500", "slowdown_503", "reset", "reset_mid_body", "slow")
 # Hop-by-hop headers and those aiohttp recomputes; none is in a SigV4 signature (botocore never

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raypipe.local_s3 import free_port
+from devtools.local_s3 import free_port
 
 BIN = Path(sys.executable).parent
 

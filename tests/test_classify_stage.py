@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devtools.local_s3 import LocalS3
 from raypipe.classify.calibrate import CalibrationSimilarity
 from raypipe.classify.classifier import load_classifier, save_classifier, train_classifier
 from raypipe.classify.model import agent_proba
@@ -17,7 +18,6 @@ from raypipe.classify.rule import LOW_AGENT_SCORE
 from raypipe.classify.stage import AgentScorer
 from raypipe.classify.train import similarity_labels
 from raypipe.config import ClassifyConfig, RetrieveConfig, SeedsConfig, StorageConfig
-from raypipe.local_s3 import LocalS3
 from raypipe.retrieve.evaluate import web_negatives
 from raypipe.retrieve.index import build_seed_index
 from raypipe.retrieve.stage import add_retrieval

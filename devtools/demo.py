@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from raypipe.local_s3 import start_local_s3
+from devtools.local_s3 import start_local_s3
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "raypipe-demo"
