@@ -49,7 +49,7 @@ from raypipe.classify.model import agent_proba
 from raypipe.classify.rounds import run_rounds, score_frame
 from raypipe.classify.thresholds import at_prevalence, prf
 from raypipe.config import ClassifyConfig, ExtractConfig, QualityConfig, RetrieveConfig, SeedsConfig, StorageConfig
-from raypipe.extract.stage import ExtractStage
+from raypipe.extract.stage import extract_and_select
 from raypipe.retrieve.evaluate import bucket, roc_auc
 from raypipe.retrieve.index import build_seed_index
 from raypipe.retrieve.stage import SeedRetriever
@@ -68,8 +68,8 @@ def _mentions_reserved(values: Sequence[str]) -> list[str]:
 
 
 def extract_pages(urls: Sequence[str], htmls: Sequence[bytes]) -> pd.DataFrame:
-    """url, text, language, drop_reason: the extraction stage itself, over in-memory HTML."""
-    stage = ExtractStage(ExtractConfig(), QualityConfig())
+    """url, text, language, drop_reason: the extraction stage and its verdict, over in-memory HTML."""
+    extract, quality = ExtractConfig(), QualityConfig()
     n = len(urls)
     table = pa.table(
         {
@@ -85,7 +85,8 @@ def extract_pages(urls: Sequence[str], htmls: Sequence[bytes]) -> pd.DataFrame:
             "html_truncated": [False] * n,
         }
     )
-    out = pa.concat_tables([stage(table.slice(i, 256)) for i in range(0, n, 256)]).to_pandas()
+    out = pa.concat_tables([extract_and_select(table.slice(i, 256), extract, quality) for i in range(0, n, 256)])
+    out = out.to_pandas()
     return out[["url", "text", "language", "drop_reason"]]
 
 

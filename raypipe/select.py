@@ -161,9 +161,10 @@ class AgentRule:
 
 @dataclass(frozen=True)
 class PriorRoute:
-    """Keeps the routing an earlier verdict made (``stream`` agent or text, and the agent rule's
-    reason in ``select_reason``) for the rows the later drop rules let through: the clean phase
-    adds contamination and duplicate tags but does not re-score."""
+    """Keeps the routing an earlier verdict made (``stream``: agent, text, or a configured dataset's
+    own stream such as code; the agent rule's reason in ``select_reason``) for the rows the later
+    drop rules let through: the clean phase adds contamination and duplicate tags but does not
+    re-score."""
 
     name: str = "prior_route"
     needs: tuple[str, ...] = ("stream",)
@@ -208,10 +209,14 @@ class Select(Stage):
                 reason[free] = found[free]
         kept = pd.isna(reason)
         selected = np.zeros(len(frame), dtype=bool)
+        stream = np.where(kept, TEXT, None).astype(object)
         if self.agent is not None:
             selected, routed = self.agent.routes(frame, kept)
             reason[kept] = routed[kept]
-        stream = np.where(kept, np.where(selected, AGENT, TEXT), None).astype(object)
+            stream = np.where(kept, np.where(selected, AGENT, TEXT), None).astype(object)
+            if isinstance(self.agent, PriorRoute):  # a kept row stays in the stream it was routed to
+                prior = frame["stream"].astype(object).to_numpy()
+                stream = np.where(kept, np.where(pd.isna(prior), TEXT, prior), None).astype(object)
         return {"selected": selected, "stream": stream, "drop_reason": reason}
 
     def __call__(self, batch: pa.Table) -> pa.Table:

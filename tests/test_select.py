@@ -80,3 +80,20 @@ def test_quality_rule_is_the_extraction_verdict() -> None:
     rows = [{**GOOD, "n_words": int(n), "stop_words": int(s)} for n, s in rng.integers(0, 300, (50, 2))]
     got = Quality(QualityConfig()).reasons(pa.Table.from_pylist(rows).to_pandas())
     assert list(got) == [quality_verdict(r, QualityConfig()) for r in rows]
+
+
+def test_prior_route_keeps_every_stream_it_was_given() -> None:
+    from raypipe.select import PriorRoute
+
+    rows = pa.table(
+        {
+            "doc_id": ["a", "b", "c", "d"],
+            "stream": ["agent", "text", "code", "code"],
+            "select_reason": [None, "low_agent_score", None, None],
+            "contaminated": [False, False, False, True],
+        }
+    )
+    out = Select([Flag("contaminated", "contamination")], PriorRoute()).run(rows)
+    assert out.column("stream").to_pylist() == ["agent", "text", "code", None]
+    assert out.column("drop_reason").to_pylist() == [None, "low_agent_score", None, "contamination"]
+    assert out.column("selected").to_pylist() == [True, False, False, False]
