@@ -11,10 +11,10 @@ import time
 from typing import Any
 
 import pyarrow as pa
-from resiliparse.parse.lang import detect_fast
 
 from raypipe.config import ExtractConfig, QualityConfig
 from raypipe.extract.html import ExtractTimeout, decode_html, extract_text, time_guard
+from raypipe.extract.language import UNKNOWN, identify
 from raypipe.extract.quality import quality_signals, quality_verdict
 
 OUTPUT_SCHEMA = pa.schema(
@@ -32,7 +32,7 @@ OUTPUT_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("encoding", pa.string()),
         ("language", pa.string()),
-        ("language_rank", pa.int32()),
+        ("language_score", pa.float32()),
         ("extract_ms", pa.float32()),
         ("n_words", pa.int32()),
         ("mean_word_length", pa.float32()),
@@ -73,7 +73,7 @@ class ExtractStage:
         self.languages = set(extract.languages)
 
     def _one(self, html: bytes, charset: str | None) -> dict[str, Any]:
-        out: dict[str, Any] = {"text": "", "title": "", "language": None, "language_rank": None}
+        out: dict[str, Any] = {"text": "", "title": "", "language": None, "language_score": None}
         start = time.perf_counter()
         try:
             with time_guard(self.cfg.timeout_s):
@@ -90,11 +90,17 @@ class ExtractStage:
         if not out["text"]:
             out["drop_reason"] = "empty_text"
             return out
-        lang, rank = detect_fast(out["text"][:5000])
-        out["language"], out["language_rank"] = lang, int(rank)
-        if self.languages and (lang not in self.languages or rank > self.cfg.max_language_rank):
-            out["drop_reason"] = "language"
-        sig = quality_signals(out["text"], lang)
+        lang = identify(
+            out["text"],
+            self.cfg.language_min_confidence,
+            self.cfg.language_min_prose_words,
+            self.cfg.language_code_heavy,
+        )
+        out["language"], out["language_score"] = lang.code, lang.score
+        if self.languages and lang.code not in self.languages:
+            if lang.code != UNKNOWN or not self.cfg.keep_unknown_language:
+                out["drop_reason"] = "language"
+        sig = quality_signals(out["text"], lang.code)
         out.update(sig)
         if "drop_reason" not in out:
             out["drop_reason"] = quality_verdict(sig, self.quality)
