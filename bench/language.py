@@ -65,7 +65,7 @@ def quality(frame: pd.DataFrame, texts: list[str], cfg) -> dict[str, float | int
 
     from raypipe.extract.language import identify
 
-    docs = web = docs_kept = docs_unknown = df_kept = foreign = lost = 0
+    docs = web = docs_kept = docs_unknown = df_kept = foreign = lost = web_unknown = 0
     for eco, text in zip(frame["ecosystem"], texts, strict=True):
         if not text:
             continue
@@ -78,6 +78,7 @@ def quality(frame: pd.DataFrame, texts: list[str], cfg) -> dict[str, float | int
             df_kept += theirs == "en"
         else:
             web += 1
+            web_unknown += ours == "unknown"
             if theirs != "en" and theirs == raw_lid(text):
                 foreign += 1
                 lost += ours in KEPT
@@ -89,6 +90,7 @@ def quality(frame: pd.DataFrame, texts: list[str], cfg) -> dict[str, float | int
         "web_pages": web,
         "foreign_web_pages": foreign,
         "foreign_lost": lost,
+        "web_unknown": web_unknown,
     }
 
 
@@ -96,9 +98,9 @@ def sweep(frame: pd.DataFrame, texts: list[str]) -> None:
     """The dev split's kept rate and foreign loss over the thresholds' grid."""
     from raypipe.config import ExtractConfig
 
-    for conf in (0.3, 0.4, 0.5, 0.6, 0.7):
-        for heavy in (0.1, 0.2, 0.3, 0.5):
-            for words in (3, 5, 10):
+    for conf in (0.3, 0.5, 0.7):
+        for heavy in (0.1, 0.2, 0.4):
+            for words in (3, 10, 20):
                 cfg = ExtractConfig(
                     language_min_confidence=conf, language_code_heavy=heavy, language_min_prose_words=words
                 )
@@ -106,6 +108,7 @@ def sweep(frame: pd.DataFrame, texts: list[str]) -> None:
                 print(
                     f"sweep confidence={conf} code_heavy={heavy} min_words={words}: "
                     f"kept {q['kept_as_english']:.4f} (unknown {q['unknown_kept']}) foreign lost {q['foreign_lost']}"
+                    f" web unknown {q['web_unknown']}"
                 )
 
 
@@ -173,7 +176,8 @@ def main() -> None:
     print(
         f"language ({args.split} split, {q['docs_pages']} docs pages): kept as English {q['kept_as_english']:.2%}"
         f" ({q['unknown_kept']} of them unknown), detect_fast {q['detect_fast_kept_as_english']:.2%};"
-        f" foreign web pages lost {q['foreign_lost']} of {q['foreign_web_pages']} (of {q['web_pages']} web pages)"
+        f" foreign web pages lost {q['foreign_lost']} of {q['foreign_web_pages']};"
+        f" web pages unknown {q['web_unknown']} of {q['web_pages']}"
     )
     corpus = ensure_corpus(args.shared, (1,))
     c = cost(Path(corpus[1]["path"]), args.rounds)

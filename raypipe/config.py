@@ -66,7 +66,7 @@ class ExtractConfig(Section):
         0.2, ge=0, le=1, description="A page with at least this share of its characters on code lines is code-heavy."
     )
     language_min_prose_words: int = Field(
-        3, ge=0, description="Fewer words of prose than this (code and identifiers removed): language unknown."
+        10, ge=0, description="Fewer words of prose than this (code and identifiers removed): language unknown."
     )
     keep_unknown_language: bool = Field(
         True, description="Keep pages of unknown language (code-heavy, little prose) for the later stages."

@@ -160,3 +160,9 @@ def test_stage_keeps_unknown_and_drops_foreign() -> None:
     strict = ExtractConfig(keep_unknown_language=False)
     dropped = {d["url"]: d for d in ExtractStage(strict, QualityConfig())(batch).to_pylist()}
     assert dropped["https://a.example/code"]["drop_reason"] == "language"
+
+
+def test_resiliparse_rank_key_is_gone() -> None:
+    """A config that still sets the old resiliparse distance is refused, not silently ignored."""
+    with pytest.raises(ValueError, match="max_language_rank"):
+        ExtractConfig(max_language_rank=1200)
