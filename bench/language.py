@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,52 +60,65 @@ def raw_lid(text: str) -> str:
     return labels[0].removeprefix("__label__")
 
 
-def quality(frame: pd.DataFrame, texts: list[str], cfg) -> dict[str, float | int]:
-    """Kept-as-English rate of the docs pages and foreign pages lost, for ``identify`` and ``detect_fast``."""
+@dataclass
+class Page:
+    """One page with text, its references computed once for every threshold tried."""
+
+    url: str
+    docs: bool  # from a documentation site, so English (a translated manual shows up as not kept)
+    text: str
+    detect_fast: str
+    surely_foreign: bool  # a web page that detect_fast and lid.176 on the raw text call the same non-English
+
+
+def pages(frame: pd.DataFrame) -> list[Page]:
     from resiliparse.parse.lang import detect_fast
 
+    out = []
+    for url, eco, text in zip(frame["url"], frame["ecosystem"], page_texts(frame), strict=True):
+        if text:
+            theirs = detect_fast(text[:5000])[0]
+            foreign = eco == "web" and theirs != "en" and theirs == raw_lid(text)
+            out.append(Page(url, eco != "web", text, theirs, foreign))
+    return out
+
+
+def quality(items: list[Page], cfg) -> dict:
+    """Kept-as-English rate of the docs pages (and detect_fast's), and foreign web pages lost."""
     from raypipe.extract.language import identify
 
-    docs = web = docs_kept = docs_unknown = df_kept = foreign = lost = web_unknown = 0
-    for eco, text in zip(frame["ecosystem"], texts, strict=True):
-        if not text:
-            continue
-        ours = identify(text, cfg.language_min_confidence, cfg.language_min_prose_words, cfg.language_code_heavy).code
-        theirs = detect_fast(text[:5000])[0]
-        if eco != "web":
-            docs += 1
-            docs_kept += ours in KEPT
-            docs_unknown += ours == "unknown"
-            df_kept += theirs == "en"
-        else:
-            web += 1
-            web_unknown += ours == "unknown"
-            if theirs != "en" and theirs == raw_lid(text):
-                foreign += 1
-                lost += ours in KEPT
+    docs = [p for p in items if p.docs]
+    web = [p for p in items if not p.docs]
+
+    def ours(p: Page) -> str:
+        return identify(p.text, cfg.language_min_confidence, cfg.language_min_prose_words, cfg.language_code_heavy).code
+
+    docs_codes = [ours(p) for p in docs]
+    web_codes = [ours(p) for p in web]
     return {
-        "docs_pages": docs,
-        "kept_as_english": docs_kept / docs if docs else float("nan"),
-        "unknown_kept": docs_unknown,
-        "detect_fast_kept_as_english": df_kept / docs if docs else float("nan"),
-        "web_pages": web,
-        "foreign_web_pages": foreign,
-        "foreign_lost": lost,
-        "web_unknown": web_unknown,
+        "docs_pages": len(docs),
+        "kept_as_english": sum(c in KEPT for c in docs_codes) / max(1, len(docs)),
+        "unknown_kept": docs_codes.count("unknown"),
+        "not_kept": [(p.url, c) for p, c in zip(docs, docs_codes, strict=True) if c not in KEPT],
+        "detect_fast_kept_as_english": sum(p.detect_fast == "en" for p in docs) / max(1, len(docs)),
+        "web_pages": len(web),
+        "foreign_web_pages": sum(p.surely_foreign for p in web),
+        "foreign_lost": sum(p.surely_foreign and c in KEPT for p, c in zip(web, web_codes, strict=True)),
+        "web_unknown": web_codes.count("unknown"),
     }
 
 
-def sweep(frame: pd.DataFrame, texts: list[str]) -> None:
+def sweep(items: list[Page]) -> None:
     """The dev split's kept rate and foreign loss over the thresholds' grid."""
     from raypipe.config import ExtractConfig
 
     for conf in (0.3, 0.5, 0.7):
-        for heavy in (0.1, 0.2, 0.4):
-            for words in (3, 10, 20):
+        for heavy in (0.05, 0.1, 0.2):
+            for words in (5, 10, 20):
                 cfg = ExtractConfig(
                     language_min_confidence=conf, language_code_heavy=heavy, language_min_prose_words=words
                 )
-                q = quality(frame, texts, cfg)
+                q = quality(items, cfg)
                 print(
                     f"sweep confidence={conf} code_heavy={heavy} min_words={words}: "
                     f"kept {q['kept_as_english']:.4f} (unknown {q['unknown_kept']}) foreign lost {q['foreign_lost']}"
@@ -169,10 +183,10 @@ def main() -> None:
 
     frame = pd.read_parquet(args.devset)
     if args.sweep:
-        dev = frame[frame["split"] == "dev"]
-        sweep(dev, page_texts(dev))
-    part = frame[frame["split"] == args.split]
-    q = quality(part, page_texts(part), ExtractConfig())
+        sweep(pages(frame[frame["split"] == "dev"]))
+    q = quality(pages(frame[frame["split"] == args.split]), ExtractConfig())
+    for url, code in q["not_kept"]:
+        print(f"not kept: {code} {url}")
     print(
         f"language ({args.split} split, {q['docs_pages']} docs pages): kept as English {q['kept_as_english']:.2%}"
         f" ({q['unknown_kept']} of them unknown), detect_fast {q['detect_fast_kept_as_english']:.2%};"

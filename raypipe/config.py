@@ -63,10 +63,10 @@ class ExtractConfig(Section):
         0.5, ge=0, le=1, description="lid.176 probability below which a code-heavy page's language is unknown."
     )
     language_code_heavy: float = Field(
-        0.2, ge=0, le=1, description="A page with at least this share of its characters on code lines is code-heavy."
+        0.1, ge=0, le=1, description="A page with at least this share of its characters on code lines is code-heavy."
     )
     language_min_prose_words: int = Field(
-        10, ge=0, description="Fewer words of prose than this (code and identifiers removed): language unknown."
+        5, ge=0, description="Fewer words of prose than this (code and identifiers removed): language unknown."
     )
     keep_unknown_language: bool = Field(
         True, description="Keep pages of unknown language (code-heavy, little prose) for the later stages."
