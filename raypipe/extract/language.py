@@ -71,7 +71,6 @@ def model() -> Any:
     path = importlib.metadata.distribution(MODEL_DIST).locate_file(MODEL_PATH)
     if not path.is_file():  # type: ignore[union-attr]
         raise FileNotFoundError(f"{MODEL_PATH} not found in the {MODEL_DIST} wheel ({path}); install it")
-    fasttext.FastText.eprint = lambda *a, **k: None  # its load_model warns on every load, to stderr
     return fasttext.load_model(str(path))
 
 
