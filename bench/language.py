@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if __package__ in (None, ""):  # run as a script: import siblings as the ``bench`` package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from dataclasses import dataclass  # noqa: E402  (after the path fix: it imports tokenize, a bench/ name)
 
 from bench.measure import best_of, cpu_seconds  # noqa: E402
 
