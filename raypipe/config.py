@@ -146,7 +146,11 @@ class RetrieveConfig(Section):
     index_kinds: list[Literal["api_doc", "trajectory"]] = Field(
         ["api_doc"], min_length=1, description="Seed kinds embedded into the index (all seeds stay in seeds.parquet)."
     )
-    knn: int = Field(100, ge=1, description="Nearest seed vectors averaged into a chunk's score; 1 = the nearest only.")
+    knn: int = Field(
+        100,
+        ge=1,
+        description="Nearest seed vectors averaged per chunk score (keep well below the index size); 1 = nearest.",
+    )
     chunk_aggregate: Literal["max", "mean"] = Field(
         "mean", description="How a page's chunk scores become its seed_similarity: the best chunk, or their mean."
     )
