@@ -166,9 +166,20 @@ class RetrieveConfig(Section):
     batch_size: int = Field(64, gt=0, description="Chunks per forward pass.")
     max_tokens: int = Field(256, gt=8, description="Tokens per chunk (capped at the model's max_seq_length).")
     max_chunks: int = Field(
-        2, ge=1, description="Chunks embedded per page, max cosine over them; 1 = first max_tokens only."
+        4, ge=1, description="Chunks embedded per page (see chunk_aggregate); 1 = first max_tokens."
     )
-    seed_max_chunks: int = Field(1, ge=1, description="Chunks embedded per seed; each chunk is its own vector.")
+    seed_max_chunks: int = Field(4, ge=1, description="Chunks embedded per seed; each chunk is its own vector.")
+    index_kinds: list[Literal["api_doc", "trajectory"]] = Field(
+        ["api_doc"], min_length=1, description="Seed kinds embedded into the index (all seeds stay in seeds.parquet)."
+    )
+    knn: int = Field(
+        100,
+        ge=1,
+        description="Nearest seed vectors averaged per chunk score (keep well below the index size); 1 = nearest.",
+    )
+    chunk_aggregate: Literal["max", "mean"] = Field(
+        "mean", description="How a page's chunk scores become its seed_similarity: the best chunk, or their mean."
+    )
     flat_max_vectors: int = Field(1_000_000, gt=0, description="Exact flat index up to this many vectors.")
     index_type: Literal["auto", "flat", "ivf", "hnsw"] = Field(
         "auto", description="auto: flat up to flat_max_vectors, HNSW beyond; or force one."

@@ -13,10 +13,13 @@ from raypipe.config import RetrieveConfig, StorageConfig
 from raypipe.retrieve import SeedRetriever, build_seed_index, load_seed_index, retrieval_resources
 from raypipe.retrieve.embed import Embedder
 from raypipe.retrieve.evaluate import bucket
+from raypipe.retrieve.index import knn_mean
+from raypipe.retrieve.stage import page_scores
 from raypipe.seeds import LoadReport, load_seed_file
 
 REPO = Path(__file__).resolve().parents[1]
-CFG = RetrieveConfig(seed_max_chunks=2, max_chunks=2, batch_size=16)
+# knn=1 and both kinds: a page that is a seed finds itself (cosine 1), whatever the defaults
+CFG = RetrieveConfig(seed_max_chunks=2, max_chunks=2, batch_size=16, knn=1, index_kinds=["api_doc", "trajectory"])
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +132,42 @@ def test_retrieval_stage_on_real_ray(seeds, local_index):
     assert len(out) == len(pages)
     assert out["nearest_seed"].fillna("-").tolist() == expected["nearest_seed"].fillna("-").tolist()
     assert np.allclose(out["seed_similarity"], expected["seed_similarity"], atol=1e-5, equal_nan=True)
+
+
+def test_knn_mean_averages_found_neighbours_only():
+    scores = np.array([[0.9, 0.5, 0.1], [0.8, 0.7, -1.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+    ids = np.array([[3, 1, 2], [4, 0, -1], [-1, -1, -1]])
+    out = knn_mean(scores, ids)
+    assert np.allclose(out[:2], [0.5, 0.75]) and np.isnan(out[2])
+
+
+def test_page_scores_aggregate_chunks_per_page():
+    # chunks of pages 0, 0, 2, 2, 2 (page 1 has none); one chunk found no neighbour
+    scores = np.array([0.3, 0.7, 0.2, np.nan, 0.6])
+    rows = np.array([10, 11, 12, -1, 14])
+    owner = np.array([0, 0, 2, 2, 2])
+    best, seed = page_scores(scores, rows, owner, 3, "max")
+    assert np.allclose(best[[0, 2]], [0.7, 0.6]) and np.isnan(best[1]) and seed.tolist() == [11, -1, 14]
+    mean, seed = page_scores(scores, rows, owner, 3, "mean")
+    assert np.allclose(mean[[0, 2]], [0.5, 0.4]) and np.isnan(mean[1]) and seed.tolist() == [11, -1, 14]
+    with pytest.raises(ValueError):
+        page_scores(scores, rows, owner, 3, "median")
+
+
+def test_knn_scores_a_page_by_its_neighbourhood_and_index_holds_only_index_kinds(seeds, tmp_path):
+    cfg = RetrieveConfig(seed_max_chunks=1, max_chunks=1, batch_size=16, knn=5)
+    assert cfg.index_kinds == ["api_doc"]
+    meta = build_seed_index(seeds, cfg, str(tmp_path), StorageConfig())
+    n_docs = int(seeds["kind"].eq("api_doc").sum())
+    assert 0 < n_docs < len(seeds) and meta["n_indexed_seeds"] == meta["n_vectors"] == n_docs
+    index = load_seed_index(str(tmp_path), StorageConfig())
+    assert set(seeds["kind"].to_numpy()[index.vector_seeds]) == {"api_doc"}
+    page = seeds[seeds["kind"] == "api_doc"].head(1)
+    vectors, _ = Embedder(cfg.model, max_tokens=cfg.max_tokens).embed_texts(page["text"].tolist(), 1)
+    top1, row1 = index.search(vectors, knn=1)
+    top5, row5 = index.search(vectors, knn=5)
+    nearest, _ = index.index.search(vectors, 5)
+    assert top1[0] > 0.99 and row1[0] == row5[0] == page.index[0]
+    assert np.isclose(top5[0], nearest[0].mean(), atol=1e-6) and top5[0] < top1[0]
+    out = SeedRetriever(cfg, str(tmp_path), StorageConfig())(_pages(seeds))
+    assert out["nearest_seed"][0] == seeds["id"][0] and np.isclose(out["seed_similarity"][0], top5[0], atol=1e-4)

@@ -17,13 +17,15 @@ import pandas as pd
 
 from raypipe.classify.train import seed_group
 from raypipe.config import RetrieveConfig, StorageConfig
+from raypipe.retrieve.index import knn_mean
+from raypipe.retrieve.stage import page_scores
 from raypipe.storage import OutputStore
 
 NEIGHBOURS = 256
 
 
 class CalibrationSimilarity:
-    """Max cosine of each text's chunks to the seed index, ignoring seeds of a given group."""
+    """Each text's seed_similarity as the stage computes it (knn mean, chunk aggregate), ignoring seeds of a group."""
 
     def __init__(self, retrieve_cfg: RetrieveConfig, output_prefix: str, storage_cfg: StorageConfig):
         from raypipe.retrieve.embed import Embedder
@@ -37,6 +39,8 @@ class CalibrationSimilarity:
             self.index.meta["model"], retrieve_cfg.device, retrieve_cfg.max_tokens, retrieve_cfg.batch_size
         )
         self.max_chunks = retrieve_cfg.max_chunks
+        self.knn = retrieve_cfg.knn
+        self.chunk_aggregate = retrieve_cfg.chunk_aggregate
 
     def __call__(self, texts: Sequence[str], exclude_groups: Sequence[str | None]) -> np.ndarray:
         """One score per text (NaN for a text without tokens)."""
@@ -45,13 +49,12 @@ class CalibrationSimilarity:
         if not chunks:
             return out
         vectors = np.ascontiguousarray(self.embedder.embed_ids(chunks), dtype=np.float32)
-        k = min(NEIGHBOURS, int(self.index.index.ntotal))
+        k = min(NEIGHBOURS + self.knn, int(self.index.index.ntotal))
         scores, ids = self.index.index.search(vectors, k)
         rows = self.index.vector_seeds[np.maximum(ids, 0)]
         excluded = np.array([exclude_groups[o] for o in owner], dtype=object)[:, None]
         valid = (ids >= 0) & (self.seed_groups[rows] != excluded)
-        first = np.where(valid.any(axis=1), valid.argmax(axis=1), k - 1)
-        best = scores[np.arange(len(scores)), first].astype(np.float64)
-        per_text = pd.Series(best).groupby(owner).max()
-        out[per_text.index.to_numpy()] = per_text.to_numpy()
-        return out
+        keep = valid & (np.cumsum(valid, axis=1) <= self.knn)  # the knn nearest seeds outside the text's group
+        per_chunk = knn_mean(scores, np.where(keep, ids, -1))
+        per_text, _ = page_scores(per_chunk, np.zeros(len(owner), np.int64), owner, len(texts), self.chunk_aggregate)
+        return per_text

@@ -72,7 +72,11 @@ def to_gpu_if_available(index: Any) -> Any:
 def build_seed_index(
     seeds: pd.DataFrame, cfg: RetrieveConfig, output_prefix: str, storage_cfg: StorageConfig
 ) -> dict[str, Any]:
-    """Embed every seed (up to ``seed_max_chunks`` vectors each), index them and persist all of it.
+    """Embed the seeds of ``index_kinds`` (up to ``seed_max_chunks`` vectors each), index them, persist it all.
+
+    Trajectory seeds are left out of the index by default: web pages that look like agent
+    dialogues are rare, and as neighbours trajectories separate documentation from web pages
+    worse than API docs do (bench/retrieval_quality.py). The seed table keeps every seed.
 
     Returns the meta dict that was written. The seed table's ``df.attrs["load_report"]`` is kept.
     """
@@ -82,7 +86,12 @@ def build_seed_index(
         raise ValueError("cannot build a seed index from an empty seed table")
     started = time.monotonic()
     embedder = Embedder(cfg.model, cfg.device, cfg.max_tokens, cfg.batch_size)
-    vectors, owner = embedder.embed_texts(seeds["text"].tolist(), cfg.seed_max_chunks)
+    indexed = np.flatnonzero(seeds["kind"].isin(cfg.index_kinds).to_numpy())
+    if not len(indexed):
+        present = sorted(seeds["kind"].unique())
+        raise ValueError(f"no seed of kinds {cfg.index_kinds} to index (kinds present: {present})")
+    vectors, owner = embedder.embed_texts(seeds["text"].iloc[indexed].tolist(), cfg.seed_max_chunks)
+    owner = indexed[owner]
     index, kind = build_faiss_index(vectors, cfg)
     store = OutputStore(output_prefix, storage_cfg)
     base = cfg.index_dir.strip("/")
@@ -98,6 +107,8 @@ def build_seed_index(
         "dim": embedder.dim,
         "max_tokens": embedder.max_tokens,
         "seed_max_chunks": cfg.seed_max_chunks,
+        "index_kinds": list(cfg.index_kinds),
+        "n_indexed_seeds": int(len(indexed)),
         "index_type": kind,
         "n_seeds": len(seeds),
         "n_vectors": int(len(vectors)),
@@ -130,6 +141,19 @@ def build_seed_index_on_cluster(
     return build_seed_index(seeds, cfg, output_prefix, storage_cfg)
 
 
+def knn_mean(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Row-wise mean of the found neighbours' cosines (``ids >= 0``); NaN for a row with none.
+
+    Why a mean and not the nearest alone: one seed that happens to share a page's vocabulary (a
+    news page near one REST endpoint about news) lifts a top-1 score as much as a whole region
+    of API documentation does; the mean of several neighbours asks for the region.
+    """
+    found = ids >= 0
+    n = found.sum(axis=1)
+    total = np.where(found, scores, 0.0).sum(axis=1, dtype=np.float64)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
 @dataclass
 class SeedIndex:
     """A loaded seed index: FAISS index, vector→seed row map, seed ids, and the build meta."""
@@ -139,13 +163,17 @@ class SeedIndex:
     seed_ids: np.ndarray
     meta: dict[str, Any]
 
-    def search(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Best cosine and the seed row it belongs to, per query vector (NaN and -1 when none)."""
+    def search(self, vectors: np.ndarray, knn: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Per query vector: the mean cosine of its ``knn`` nearest seed vectors, and the nearest one's seed row.
+
+        NaN and -1 where no neighbour was found (approximate indexes may return -1 ids); a query
+        with fewer than ``knn`` neighbours averages those it has.
+        """
         if len(vectors) == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        scores, ids = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
-        found = ids[:, 0] >= 0  # approximate indexes may return no neighbour (-1)
-        return np.where(found, scores[:, 0], np.nan), np.where(found, self.vector_seeds[np.maximum(ids[:, 0], 0)], -1)
+        k = max(1, min(knn, int(self.index.ntotal)))
+        scores, ids = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        return knn_mean(scores, ids), np.where(ids[:, 0] >= 0, self.vector_seeds[np.maximum(ids[:, 0], 0)], -1)
 
 
 def load_seed_index(
