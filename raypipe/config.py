@@ -229,7 +229,7 @@ class DatasetSourceConfig(Section):
     )
     name: str | None = Field(None, description="Source name in the manifest; None uses each file's stem.")
     text_field: str | None = Field("text", description="Column with the document text; None = the whole record.")
-    id_field: str | None = Field(None, description="Column with a stable document id; None = '<file stem>:<row>'.")
+    id_field: str | None = Field(None, description="Column with a stable document id; None = '<path in the dataset>:<row>'.")
     url_field: str | None = Field(None, description="Column used as the document's url; None = '<uri>#<row>'.")
     license_field: str | None = Field("license", description="Column with a per-document license, if present.")
     license: str | None = Field(None, description="License of the whole dataset, where rows do not carry one.")
