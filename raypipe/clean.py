@@ -9,11 +9,15 @@ for every page, and the caller filters.
 Order and precedence: a row dropped by an earlier phase keeps its reason and takes no part here.
 Contamination is decided first and contaminated rows take no part in dedup (otherwise a clean
 near-copy could be dropped as the duplicate of a leaked page that is itself dropped). Exact dedup
-and near dedup then run over the remaining rows; a document is ``duplicate_exact`` when its
-normalized text equals a smaller ``doc_id``'s, else ``duplicate_near`` when its near-duplicate
-component has a smaller ``doc_id`` (the component's survivor). Survivors are the smallest
-``doc_id`` (a stable key the caller derives from the page, e.g. its url and WARC record id), so
-results do not depend on input order or on the number of workers. ``doc_id`` must be unique.
+and near dedup then run over the remaining rows; a document is ``duplicate_exact`` when another
+document with the same normalized text outranks it, else ``duplicate_near`` when another member of
+its near-duplicate component outranks it (the component's survivor).
+
+The survivor rule (:mod:`raypipe.dedup.survivor`): **seeds first (``doc_id`` starting with
+``seed:``), then selected pages (an optional ``selected`` column), then the rest; ties go to the
+smallest ``doc_id``** (a stable key the caller derives from the page, e.g. its url and WARC record
+id). So a seed copied on the web keeps the seed, and a selected page beats its unselected copy.
+Results do not depend on input order or on the number of workers. ``doc_id`` must be unique.
 
 How it runs, and where memory is bounded:
 
@@ -55,8 +59,9 @@ from raypipe.dedup.minhash import DedupFingerprinter
 from raypipe.dedup.normalize import normalize_text, word_hashes, words
 from raypipe.dedup.precision import pair_sample_mask, precision_report
 from raypipe.dedup.shuffle import cluster_cpus, partitions_for
+from raypipe.dedup.survivor import doc_ids_of, rank_keys
 from raypipe.filesource import parquet_dataset
-from raypipe.stage import LIGHT_TASK_CPUS
+from raypipe.stage import LIGHT_TASK_CPUS, map_table
 from raypipe.storage import OutputStore
 
 log = logging.getLogger(__name__)
@@ -64,7 +69,7 @@ log = logging.getLogger(__name__)
 DUPLICATE_EXACT = "duplicate_exact"
 DUPLICATE_NEAR = "duplicate_near"
 FINGERPRINTS = "clean/fingerprints"
-_WORK_COLUMNS = ["lsh_buckets", "minhash_sketch", "_eligible", "_label_reason", "_label_of"]
+_WORK_COLUMNS = ["lsh_buckets", "minhash_sketch", "rank_key", "_eligible", "_label_reason", "_label_of"]
 _FINGERPRINT_TYPES = {
     "text_hash": pa.string(),
     "lsh_buckets": pa.list_(pa.uint64()),
@@ -73,6 +78,7 @@ _FINGERPRINT_TYPES = {
     "contamination_ngrams": pa.int64(),
     "contamination_benchmarks": pa.list_(pa.string()),
     "contamination_items": pa.list_(pa.string()),
+    "rank_key": pa.string(),
     "_eligible": pa.bool_(),
 }
 
@@ -80,8 +86,9 @@ _FINGERPRINT_TYPES = {
 class CleanFingerprinter:
     """Stage: every row-local signal of the clean phase, from one normalization of the text.
 
-    Adds the columns of :class:`DedupFingerprinter` and :class:`DecontamMatcher` and
-    ``_eligible`` (no earlier ``drop_reason`` and not contaminated: takes part in dedup).
+    Adds the columns of :class:`DedupFingerprinter` and :class:`DecontamMatcher`, ``rank_key``
+    (the survivor order, :mod:`raypipe.dedup.survivor`) and ``_eligible`` (no earlier
+    ``drop_reason`` and not contaminated: takes part in dedup).
     ``index`` (or a Ray object reference to it: fetched once per actor) is None when
     decontamination is disabled.
     """
@@ -105,6 +112,7 @@ class CleanFingerprinter:
                 contamination_benchmarks=[[] for _ in range(len(batch))],
                 contamination_items=[[] for _ in range(len(batch))],
             )
+        added["rank_key"] = rank_keys(batch["doc_id"], batch.get("selected")).tolist()
         active = batch["drop_reason"].isna() if "drop_reason" in batch else pd.Series(True, index=batch.index)
         added["_eligible"] = (active.to_numpy() & ~np.asarray(added["contaminated"], dtype=bool)).tolist()
         base = batch.drop(columns=[c for c in [*_FINGERPRINT_TYPES, "drop_reason"] if c in batch])
@@ -159,7 +167,13 @@ def _labels(frame: pd.DataFrame, reason: str, of_column: str) -> pd.DataFrame:
 
 
 def _verified(batch: pd.DataFrame) -> pd.DataFrame:
-    return batch.loc[batch["verified"].astype(bool), ["src", "dst"]]
+    """Verified edges named by rank key: the components' smallest nodes are then the survivors."""
+    kept = batch.loc[batch["verified"].astype(bool)]
+    return pd.DataFrame({"src": kept["src_rank"], "dst": kept["dst_rank"]})
+
+
+def _component_doc_ids(batch: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"doc_id": doc_ids_of(batch["doc_id"]), "component": doc_ids_of(batch["component"])})
 
 
 def _report_rows(batch: pd.DataFrame) -> pd.DataFrame:
@@ -299,9 +313,11 @@ def run_clean(
 
     fingerprints = parquet_dataset(path, fs)
     documents = fingerprints.count()
-    key_bytes = _column_bytes(fs, path, ["doc_id", "text_hash", "minhash_sketch", "lsh_buckets"])
+    key_bytes = _column_bytes(fs, path, ["doc_id", "rank_key", "text_hash", "minhash_sketch", "lsh_buckets"])
     partitions = partitions_for(key_bytes * (1 + dedup.bands), dedup.memory_budget_mb, dedup.min_partitions)
-    narrow = fingerprints.select_columns(["doc_id", "text_hash", "lsh_buckets", "minhash_sketch", "_eligible"])
+    narrow = fingerprints.select_columns(
+        ["doc_id", "rank_key", "text_hash", "lsh_buckets", "minhash_sketch", "_eligible"]
+    )
 
     labels: list[ray.data.Dataset] = []
     counts = {CONTAMINATION: 0, DUPLICATE_EXACT: 0, DUPLICATE_NEAR: 0}
@@ -309,7 +325,7 @@ def run_clean(
     if dedup.exact:
         keys = narrow.map_batches(
             _eligible_only,
-            fn_kwargs={"columns": ["doc_id", "text_hash"]},
+            fn_kwargs={"columns": ["doc_id", "rank_key", "text_hash"]},
             batch_format="pandas",
             num_cpus=LIGHT_TASK_CPUS,
         )
@@ -327,7 +343,7 @@ def run_clean(
     if dedup.near:
         rows = narrow.map_batches(
             _eligible_only,
-            fn_kwargs={"columns": ["doc_id", "text_hash", "lsh_buckets", "minhash_sketch"]},
+            fn_kwargs={"columns": ["doc_id", "rank_key", "text_hash", "lsh_buckets", "minhash_sketch"]},
             batch_format="pandas",
             num_cpus=LIGHT_TASK_CPUS,
         )
@@ -338,7 +354,8 @@ def run_clean(
         components, rounds = None, 0
         if n_verified:
             verified = edges.map_batches(_verified, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
-            components, rounds = connected_components(verified, partitions, dedup.max_cc_rounds)
+            ranked, rounds = connected_components(verified, partitions, dedup.max_cc_rounds)
+            components = map_table(ranked, _component_doc_ids, batch_format="pandas").materialize()
             counts[DUPLICATE_NEAR] = components.count()
             labels.append(
                 components.map_batches(

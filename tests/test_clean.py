@@ -137,3 +137,42 @@ def test_candidate_pairs_are_counted_once_whatever_the_partition_count(local_ray
     pairs = [sorted(zip(r["src"], r["dst"], strict=True)) for r in runs]
     assert pairs[0] and pairs[0] == pairs[1] == pairs[2]
     assert len(pairs[0]) == len(set(pairs[0]))
+
+
+def test_seeds_then_selected_pages_survive_on_any_partition_count(local_ray, shared_data: Path, tmp_path) -> None:
+    """A seed copied on the web keeps the seed; a selected page beats its unselected copies (exact
+    and near), whatever the number of shuffle partitions."""
+    import random
+
+    from tests.planted import base_texts, mutate
+
+    rng = random.Random(4)
+    seed_text, page_text, other = [t for _, t in base_texts(shared_data, min_words=400)[40:43]]
+    rows = [
+        ("seed:gorilla:12", seed_text, True),
+        ("0c11", seed_text, False),  # exact web copy of the seed, smaller id
+        ("0c12", mutate(seed_text, 0.01, rng), True),  # near copy, even selected
+        ("7f00", page_text, True),  # the selected page
+        ("0001", page_text, False),  # unselected exact copy, smaller id
+        ("0002", mutate(page_text, 0.01, rng), False),  # unselected near copy, smaller id
+        ("5555", other, False),
+    ]
+    frame = pd.DataFrame(rows, columns=["doc_id", "text", "selected"]).assign(url="u", stream="agent")
+    expected = {
+        "0c11": ("duplicate_exact", "seed:gorilla:12"),
+        "0c12": ("duplicate_near", "seed:gorilla:12"),
+        "0001": ("duplicate_exact", "7f00"),
+        "0002": ("duplicate_near", "7f00"),
+    }
+    for partitions in (1, 3):
+        cfg = RunConfig(
+            input="unused",
+            output=str(tmp_path / f"p{partitions}"),
+            decontam={"enabled": False},
+            dedup={"min_partitions": partitions, "precision_sample": 0},
+        )
+        ds = ray.data.from_pandas([frame.iloc[i::3] for i in range(3)])
+        out, _ = run_clean(ds, cfg, OutputStore(cfg.output, cfg.storage))
+        result = out.to_pandas().set_index("doc_id")
+        dropped = result[result["drop_reason"].notna()]
+        assert {d: (r["drop_reason"], r["duplicate_of"]) for d, r in dropped.iterrows()} == expected
