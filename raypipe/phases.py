@@ -245,16 +245,21 @@ def run_clean_phase(cfg: RunConfig, store: OutputStore, state: RunState) -> dict
     import ray.data
 
     from raypipe.clean import run_clean
+    from raypipe.decontam import build_index
 
     start = time.time()
     state.set_phase("clean", "running", started=start)
     pages = read_parts(store, SCORED).map_batches(clean_input, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
-    seeds = ray.data.from_arrow(seed_documents(load_seed_table(cfg, store)))
+    seed_table = load_seed_table(cfg, store)
+    seeds = ray.data.from_arrow(seed_documents(seed_table))
     datasets = [
         map_table(ds, dataset_documents, batch_format="pandas")
         for ds in configured_streams(cfg.mix, cfg.storage).values()
     ]
-    cleaned, clean_stats = run_clean(pages.union(seeds, *datasets), cfg, store)
+    # Keys found in the seeds (API docs the benchmarks share, PROVENANCE.md) are dropped from the
+    # index, so no seed is ever flagged while benchmark-only questions, calls and schemas are.
+    index = build_index(cfg.decontam, cfg.storage, allowed=seed_table["text"]) if cfg.decontam.enabled else None
+    cleaned, clean_stats = run_clean(pages.union(seeds, *datasets), cfg, store, index=index)
     rows = write_dataset(cleaned, cfg, store, CLEAN)
     final = read_parts(store, CLEAN).map_batches(finalize_candidates, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
     pages_only = final.filter(lambda row: row["source"] == "web", num_cpus=LIGHT_TASK_CPUS)
