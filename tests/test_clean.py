@@ -176,3 +176,72 @@ def test_seeds_then_selected_pages_survive_on_any_partition_count(local_ray, sha
         result = out.to_pandas().set_index("doc_id")
         dropped = result[result["drop_reason"].notna()]
         assert {d: (r["drop_reason"], r["duplicate_of"]) for d, r in dropped.iterrows()} == expected
+
+
+def test_code_and_text_datasets_go_through_the_clean_phase(local_ray, shared_data: Path, tmp_path) -> None:
+    """A benchmark answer inside a code file, or a question inside a text dataset, is dropped: the
+    code and text streams skipped decontamination before. Seeds and clean files are kept."""
+    import gzip
+    import io
+    import json
+
+    from raypipe.phases import CLEAN, SCORED, read_parts, run_clean_phase
+    from raypipe.state import RunState
+    from tests.planted import base_texts, benchmark_questions
+
+    with gzip.open(shared_data / "mix" / "code" / "pypi_python_code.jsonl.gz", "rt") as f:
+        code = [json.loads(line) for _, line in zip(range(4), f, strict=False)]
+    question = benchmark_questions(shared_data)["bfcl"][1]
+    code[1]["text"] += f'\n\nPROMPT = """{question}"""\n'
+    (tmp_path / "code" / "python").mkdir(parents=True)
+    with gzip.open(tmp_path / "code" / "python" / "part-0.jsonl.gz", "wt") as out:
+        out.writelines(json.dumps(r) + "\n" for r in code)
+    texts = [t for _, t in base_texts(shared_data)[60:63]]
+    texts[2] = texts[2][:500] + " " + benchmark_questions(shared_data)["toolbench"][1] + " " + texts[2][500:]
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "t.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    cfg = RunConfig(
+        input="unused",
+        output=str(tmp_path / "out"),
+        decontam={"benchmarks": str(shared_data / "benchmarks")},
+        dedup={"precision_sample": 0},
+        mix={"code": {"uri": str(tmp_path / "code")}, "text": {"uri": str(tmp_path / "text")}},
+    )
+    store = OutputStore(cfg.output, cfg.storage)
+    page = base_texts(shared_data)[70][1]
+    scored = pd.DataFrame(
+        {
+            "doc_id": ["p1"],
+            "url": ["https://example.org/p1"],
+            "text": [page],
+            "selected": [True],
+            "quality_ok": [True],
+            "drop_reason": [None],
+        }
+    )
+    buf = io.BytesIO()
+    scored.to_parquet(buf)
+    store.write_bytes(f"{SCORED}/part-0.parquet", buf.getvalue())
+    seeds = pd.DataFrame(
+        {"id": ["s1"], "text": [base_texts(shared_data)[71][1]], "source": ["docs"], "license": ["MIT"]}
+    )
+    buf = io.BytesIO()
+    seeds.to_parquet(buf)
+    store.write_bytes(f"{cfg.retrieve.index_dir}/seeds.parquet", buf.getvalue())
+
+    summary = run_clean_phase(cfg, store, RunState(store))
+    docs = read_parts(store, CLEAN).to_pandas().set_index("doc_id")
+    assert summary["documents"] == len(docs) == 1 + 1 + 4 + 3
+    assert docs.loc["python/part-0:1", "drop_reason"] == "contamination"
+    assert docs.loc["t:2", "drop_reason"] == "contamination"
+    kept = docs[docs["drop_reason"].isna()]
+    assert sorted(kept.index) == [
+        "p1",
+        "python/part-0:0",
+        "python/part-0:2",
+        "python/part-0:3",
+        "seed:s1",
+        "t:0",
+        "t:1",
+    ]
+    assert set(kept.loc[["python/part-0:0", "t:0"], "stream"]) == {"code", "text"}
