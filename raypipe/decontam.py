@@ -8,16 +8,15 @@ The rule (what counts as a leak):
 * Indexed, as **answers**: what a model is graded against. BFCL ``possible_answer`` ground truth
   and assistant turns; API-Bank ``expected_output``/``output``, assistant turns, level-3 responses
   and API calls; OpenFunctions ``model_answer``.
-* Not indexed as question or answer keys: the API documentation the items embed, which is
-  public and shared with the seed corpus (PROVENANCE.md measures 65-82% 13-gram overlap between the Gorilla API docs and APIBench
-  eval items): BFCL ``function`` and ``multi_turn_func_doc``, APIBench ``api_data`` and the
-  answer's call, code and explanation (which restate the docs: "the model is trained on the
-  ImageNet dataset and ..."), ToolBench ``available_tools``, API-Bank ``instruction`` templates,
-  API descriptions and ``all_apis.csv``. Moreover, any window that occurs in that embedded
-  documentation is removed from the index, so a page that documents ``torch.hub.load`` is not a
-  leak, while a page that repeats a test question is. ToolBench's CoT answers are one model's
-  outputs rather than ground truth, and are not indexed either.
-
+* Not indexed as question or answer keys: the API documentation the items embed, which is public
+  and shared with the seed corpus (PROVENANCE.md measures 65-82% 13-gram overlap between the
+  Gorilla API docs and APIBench eval items): BFCL ``function`` and ``multi_turn_func_doc``,
+  APIBench ``api_data`` and the answer's call, code and explanation (which restate the docs: "the
+  model is trained on the ImageNet dataset and ..."), ToolBench ``available_tools``, API-Bank
+  ``instruction`` templates, API descriptions and ``all_apis.csv``. Moreover, any window that
+  occurs in that embedded documentation is removed from the index, so a page that documents
+  ``torch.hub.load`` is not a leak, while a page that repeats a test question is. ToolBench's CoT
+  answers are one model's outputs rather than ground truth, and are not indexed either.
 * Indexed, as **function schemas**: the function definitions BFCL and OpenFunctions items are
   written against (``function``, ``multi_turn_func_doc``), but only the ``ngram``-word windows
   that contain the function's name (its name next to its description and parameters). The rest of
