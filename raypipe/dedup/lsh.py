@@ -114,7 +114,11 @@ def candidate_edges(
     bucket's member of smallest rank key."""
     rows = fingerprints.map_batches(bucket_rows, batch_format="pandas", num_cpus=LIGHT_TASK_CPUS)
     kwargs = {"threshold": threshold, "verify": verify, "collapse_exact": collapse_exact}
-    edges = partitioned_map(rows, "bucket", bucket_edges, num_partitions, fn_kwargs=kwargs)
+    edges = partitioned_map(rows, "bucket", bucket_edges, num_partitions, fn_kwargs=kwargs).materialize()
+    if not edges.count():
+        # No candidate at all: a shuffle of nothing fails in Ray's hash-shuffle reduce (its empty
+        # blocks carry no _partition column), so there is nothing to regroup.
+        return edges
     # A pair met in several bands whose buckets fell in different partitions comes out once per
     # partition: regroup by src so that every pair is counted (and sampled) once on any cluster size.
     return partitioned_map(edges, "src", distinct_edges, num_partitions)
