@@ -11,11 +11,15 @@ and kept rows keep the stream an earlier verdict routed them to. Nothing is remo
 Order and precedence: a row dropped by an earlier phase keeps its reason and takes no part here.
 Contamination is decided first and contaminated rows take no part in dedup (otherwise a clean
 near-copy could be dropped as the duplicate of a leaked page that is itself dropped). Exact dedup
-and near dedup then run over the remaining rows; a document is ``duplicate_exact`` when its
-normalized text equals a smaller ``doc_id``'s, else ``duplicate_near`` when its near-duplicate
-component has a smaller ``doc_id`` (the component's survivor). Survivors are the smallest
-``doc_id`` (a stable key the caller derives from the page, e.g. its url and WARC record id), so
-results do not depend on input order or on the number of workers. ``doc_id`` must be unique.
+and near dedup then run over the remaining rows; a document is ``duplicate_exact`` when another
+document with the same normalized text outranks it, else ``duplicate_near`` when another member of
+its near-duplicate component outranks it (the component's survivor).
+
+The survivor rule (:mod:`raypipe.dedup.survivor`): **seeds first (``doc_id`` starting with
+``seed:``), then selected pages (an optional ``selected`` column), then the rest; ties go to the
+smallest ``doc_id``** (a stable key the caller derives from the page, e.g. its url and WARC record
+id). So a seed copied on the web keeps the seed, and a selected page beats its unselected copy.
+Results do not depend on input order or on the number of workers. ``doc_id`` must be unique.
 
 How it runs, and where memory is bounded:
 
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -57,6 +62,7 @@ from raypipe.dedup.minhash import DedupFingerprinter
 from raypipe.dedup.normalize import normalize_text, partition_of, word_hashes, words
 from raypipe.dedup.precision import pair_sample_mask, precision_report
 from raypipe.dedup.shuffle import PARTITION, partitions_for
+from raypipe.dedup.survivor import doc_ids_of, rank_keys
 from raypipe.defaults import describe_benchmarks
 from raypipe.filesource import parquet_dataset
 from raypipe.select import Flag, PriorRoute, Select, TagReason
@@ -71,7 +77,7 @@ FINGERPRINTS = "clean/fingerprints"
 CLEAN_RULES = [TagReason("drop_reason"), Flag("contaminated", CONTAMINATION), TagReason("duplicate")]
 """The clean phase's drop rules, in precedence order: a row dropped earlier keeps its reason, then
 contamination, then duplicates (contaminated rows take no part in dedup, see above)."""
-_WORK_COLUMNS = ["lsh_buckets", "minhash_sketch", "_eligible", "_label_reason", "_label_of"]
+_WORK_COLUMNS = ["lsh_buckets", "minhash_sketch", "rank_key", "_eligible", "_label_reason", "_label_of"]
 _FINGERPRINT_TYPES = {
     "text_hash": pa.string(),
     "lsh_buckets": pa.list_(pa.uint64()),
@@ -80,6 +86,7 @@ _FINGERPRINT_TYPES = {
     "contamination_ngrams": pa.int64(),
     "contamination_benchmarks": pa.list_(pa.string()),
     "contamination_items": pa.list_(pa.string()),
+    "rank_key": pa.string(),
     "_eligible": pa.bool_(),
 }
 
@@ -87,10 +94,11 @@ _FINGERPRINT_TYPES = {
 class CleanFingerprinter(Stage):
     """Stage: every row-local signal of the clean phase, from one normalization of the text.
 
-    Adds the columns of :class:`DedupFingerprinter` and :class:`DecontamMatcher` and
-    ``_eligible`` (no earlier ``drop_reason`` and not contaminated: takes part in dedup).
-    ``index`` (or a Ray object reference to it: fetched once per actor in ``setup``) is None when
-    decontamination is disabled. An actor pool: the index is large and loaded once per actor.
+    Adds the columns of :class:`DedupFingerprinter` and :class:`DecontamMatcher`, ``rank_key``
+    (the survivor order, :mod:`raypipe.dedup.survivor`) and ``_eligible`` (no earlier
+    ``drop_reason`` and not contaminated: takes part in dedup). ``index`` (or a Ray object
+    reference to it: fetched once per actor in ``setup``) is None when decontamination is
+    disabled. An actor pool: the index is large and loaded once per actor.
     """
 
     needs = ("doc_id", "text")
@@ -127,6 +135,8 @@ class CleanFingerprinter(Stage):
                 contamination_benchmarks=[[] for _ in range(n)],
                 contamination_items=[[] for _ in range(n)],
             )
+        selected = batch.column("selected").to_pandas() if "selected" in batch.column_names else None
+        added["rank_key"] = rank_keys(batch.column("doc_id").to_pandas(), selected).tolist()
         reasons = batch.column("drop_reason").cast(pa.string()) if "drop_reason" in batch.column_names else None
         active = np.ones(n, dtype=bool) if reasons is None else np.asarray(reasons.is_null().to_pylist(), dtype=bool)
         added["_eligible"] = (active & ~np.asarray(added["contaminated"], dtype=bool)).tolist()
@@ -223,7 +233,13 @@ def _labels(frame: pd.DataFrame, reason: str, of_column: str) -> pd.DataFrame:
 
 
 def _verified(batch: pd.DataFrame) -> pd.DataFrame:
-    return batch.loc[batch["verified"].astype(bool), ["src", "dst"]]
+    """Verified edges named by rank key: the components' smallest nodes are then the survivors."""
+    kept = batch.loc[batch["verified"].astype(bool)]
+    return pd.DataFrame({"src": kept["src_rank"], "dst": kept["dst_rank"]})
+
+
+def _component_doc_ids(batch: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"doc_id": doc_ids_of(batch["doc_id"]), "component": doc_ids_of(batch["component"])})
 
 
 def _report_rows(batch: pd.DataFrame) -> pd.DataFrame:
@@ -312,19 +328,24 @@ def _precision(
 
 
 def run_clean(
-    ds: ray.data.Dataset, cfg: RunConfig, store: OutputStore, index: DecontamIndex | None = None
+    ds: ray.data.Dataset,
+    cfg: RunConfig,
+    store: OutputStore,
+    index: DecontamIndex | None = None,
+    allowed: Iterable[str] = (),
 ) -> tuple[ray.data.Dataset, dict[str, Any]]:
     """Run the clean phase on documents; returns every row labelled, and the phase's stats.
 
     ``index`` is the decontamination index when the caller already built one (``build_index``);
-    otherwise it is built here from ``cfg.decontam.benchmarks``.
+    otherwise it is built here from ``cfg.decontam.benchmarks``, without the keys found in
+    ``allowed`` (the run's seed texts: API docs the benchmarks share, so no seed is ever flagged).
     """
     started = time.monotonic()
     dedup, decontam = cfg.dedup, cfg.decontam
     warnings: list[str] = []
     if decontam.enabled and index is None:
         try:
-            index = build_index(decontam, cfg.storage)
+            index = build_index(decontam, cfg.storage, allowed)
         except NoBenchmarkSource as e:
             warnings.append(
                 f"NO BENCHMARK SOURCE: decontamination matched nothing ({e}); benchmark test items may be in the corpus"
@@ -354,15 +375,17 @@ def run_clean(
 
     fingerprints = parquet_dataset(path, fs)
     documents = fingerprints.count()
-    key_bytes = _column_bytes(fs, path, ["doc_id", "text_hash", "minhash_sketch", "lsh_buckets"])
+    key_bytes = _column_bytes(fs, path, ["doc_id", "rank_key", "text_hash", "minhash_sketch", "lsh_buckets"])
     partitions = partitions_for(key_bytes * (1 + dedup.bands), dedup.memory_budget_mb, dedup.min_partitions)
-    narrow = fingerprints.select_columns(["doc_id", "text_hash", "lsh_buckets", "minhash_sketch", "_eligible"])
+    narrow = fingerprints.select_columns(
+        ["doc_id", "rank_key", "text_hash", "lsh_buckets", "minhash_sketch", "_eligible"]
+    )
 
     labels: list[ray.data.Dataset] = []
     counts = {CONTAMINATION: 0, DUPLICATE_EXACT: 0, DUPLICATE_NEAR: 0}
     near_stats: dict[str, Any] = {}
     if dedup.exact:
-        keys = map_table(narrow, _eligible_only, batch_format="pandas", columns=["doc_id", "text_hash"])
+        keys = map_table(narrow, _eligible_only, batch_format="pandas", columns=["doc_id", "rank_key", "text_hash"])
         exact = exact_duplicates(keys, partitions).materialize()
         counts[DUPLICATE_EXACT] = exact.count()
         labels.append(
@@ -374,7 +397,7 @@ def run_clean(
             narrow,
             _eligible_only,
             batch_format="pandas",
-            columns=["doc_id", "text_hash", "lsh_buckets", "minhash_sketch"],
+            columns=["doc_id", "rank_key", "text_hash", "lsh_buckets", "minhash_sketch"],
         )
         edges = candidate_edges(
             rows, dedup.threshold, dedup.verify_candidates, partitions, collapse_exact=dedup.exact
@@ -383,7 +406,8 @@ def run_clean(
         components, rounds = None, 0
         if n_verified:
             verified = map_table(edges, _verified, batch_format="pandas")
-            components, rounds = connected_components(verified, partitions, dedup.max_cc_rounds)
+            ranked, rounds = connected_components(verified, partitions, dedup.max_cc_rounds)
+            components = map_table(ranked, _component_doc_ids, batch_format="pandas").materialize()
             counts[DUPLICATE_NEAR] = components.count()
             labels.append(
                 map_table(components, _labels, batch_format="pandas", reason=DUPLICATE_NEAR, of_column="component")

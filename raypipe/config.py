@@ -266,7 +266,7 @@ class DatasetSourceConfig(Section):
     )
     name: str | None = Field(None, description="Source name in the manifest; None uses each file's stem.")
     text_field: str | None = Field("text", description="Column with the document text; None = the whole record.")
-    id_field: str | None = Field(None, description="Column with a stable document id; None = '<file stem>:<row>'.")
+    id_field: str | None = Field(None, description="Column with a stable document id; None = '<path>:<row>'.")
     url_field: str | None = Field(None, description="Column used as the document's url; None = '<uri>#<row>'.")
     license_field: str | None = Field("license", description="Column with a per-document license, if present.")
     license: str | None = Field(None, description="License of the whole dataset, where rows do not carry one.")
@@ -338,11 +338,11 @@ class DedupConfig(Section):
     exact: bool = Field(True, description="Drop exact duplicates of the normalized text (duplicate_exact).")
     near: bool = Field(True, description="Drop MinHash-LSH near duplicates (duplicate_near).")
     shingle_words: int = Field(5, ge=1, description="Words per shingle (word n-grams) for MinHash.")
-    num_perm: int = Field(128, ge=8, description="MinHash permutations per document.")
-    bands: int = Field(16, ge=1, description="LSH bands; bands x rows must not exceed num_perm.")
-    rows: int = Field(8, ge=1, description="MinHash values per LSH band.")
+    num_perm: int = Field(256, ge=8, description="MinHash permutations per document.")
+    bands: int = Field(42, ge=1, description="LSH bands; bands x rows must not exceed num_perm.")
+    rows: int = Field(6, ge=1, description="MinHash values per LSH band.")
     threshold: float = Field(
-        0.8, gt=0, le=1, description="Jaccard similarity at which two documents are near duplicates."
+        0.7, gt=0, le=1, description="Jaccard similarity at which two documents are near duplicates."
     )
     verify_candidates: bool = Field(
         True, description="Keep an LSH candidate pair only if its estimated Jaccard reaches the threshold."
@@ -375,7 +375,10 @@ class DecontamConfig(Section):
     )
     ngram: int = Field(13, ge=4, description="Words per indexed window.")
     min_ngram: int = Field(
-        8, ge=1, description="Fields shorter than ngram but at least this many words are matched whole."
+        6, ge=1, description="Questions and answer calls shorter than ngram but at least this many words match whole."
+    )
+    schemas: bool = Field(
+        True, description="Index benchmark function schemas (their ngram windows not found in the seed corpus)."
     )
     min_matches: int = Field(1, ge=1, description="Matching windows that make a document contaminated.")
 

@@ -22,7 +22,7 @@ from raypipe.extract.stage import EXTRACT_TAGS
 from raypipe.stage import LIGHT_TASK_CPUS, map_table
 from raypipe.state import RunState
 from raypipe.storage import OutputStore
-from raypipe.streams import DOC_SCHEMA
+from raypipe.streams import DOC_SCHEMA, configured_streams
 from raypipe.summary import SCORE_COLUMNS, score_summary
 
 log = logging.getLogger(__name__)
@@ -233,9 +233,16 @@ def seed_documents(seeds: pd.DataFrame) -> pa.Table:
     )
 
 
+def dataset_documents(batch: pd.DataFrame) -> pa.Table:
+    """Documents of a configured dataset (``mix.code`` / ``mix.text``) as clean-phase rows: they
+    are decontaminated and deduplicated like pages (benchmark answers are code)."""
+    return _as_clean_table(batch)
+
+
 def run_clean_phase(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
-    """Phase 3: decontamination, exact and near dedup over agent pages, text pages and seeds, global
-    across the run; writes ``clean/documents`` (with text) and ``candidates/`` (every page, no text)."""
+    """Phase 3: decontamination, exact and near dedup over agent pages, text pages, seeds and the
+    configured code and text datasets, global across the run; writes ``clean/documents`` (with
+    text) and ``candidates/`` (every web page, no text)."""
     done = state.finished("clean")
     if done:
         log.info("clean: already done, skipping")
@@ -247,12 +254,17 @@ def run_clean_phase(cfg: RunConfig, store: OutputStore, state: RunState) -> dict
     start = time.time()
     state.set_phase("clean", "running", started=start)
     pages = map_table(read_parts(store, SCORED), clean_input, batch_format="pandas")
-    seeds = ray.data.from_arrow(seed_documents(load_seed_table(cfg, store)))
-    cleaned, clean_stats = run_clean(pages.union(seeds), cfg, store)
+    seed_table = load_seed_table(cfg, store)
+    seeds = ray.data.from_arrow(seed_documents(seed_table))
+    datasets = [
+        map_table(ds, dataset_documents, batch_format="pandas")
+        for ds in configured_streams(cfg.mix, cfg.storage).values()
+    ]
+    # Keys found in the seeds (API docs the benchmarks share, PROVENANCE.md) are dropped from the
+    # index, so no seed is ever flagged while benchmark-only questions, calls and schemas are.
+    cleaned, clean_stats = run_clean(pages.union(seeds, *datasets), cfg, store, allowed=seed_table["text"])
     rows = write_dataset(cleaned, cfg, store, CLEAN)
-    pages_only = read_parts(store, CLEAN).filter(
-        lambda row: not str(row["doc_id"]).startswith("seed:"), num_cpus=LIGHT_TASK_CPUS
-    )
+    pages_only = read_parts(store, CLEAN).filter(lambda row: row["source"] == "web", num_cpus=LIGHT_TASK_CPUS)
     candidates = write_dataset(pages_only, cfg, store, CANDIDATES, columns=CANDIDATE_COLUMNS)
     summary = {"documents": rows, "candidates": candidates, **clean_stats, "seconds": round(time.time() - start, 2)}
     summary.update(clean_funnel(clean_stats))
@@ -278,21 +290,26 @@ def run_shard_phase(
     cfg: RunConfig, store: OutputStore, state: RunState, funnel: list[dict], warnings: list[str] | None = None
 ) -> dict[str, Any]:
     """Phase 4: the streams (agent = selected clean pages + seeds; text = clean general pages or a
-    configured dataset; code = the configured dataset) mixed by tokens into Megatron shards.
+    configured dataset; code = the configured dataset) mixed by tokens into Megatron shards. Every
+    stream is read from ``clean/documents``: the configured datasets went through the clean phase.
     ``warnings`` (an earlier phase's, such as a missing benchmark source) go into the datasheet."""
     from raypipe.shards.phase import run_shard
-    from raypipe.streams import configured_streams
 
     start = time.time()
     state.set_phase("shard", "running", started=start)
     docs = read_parts(store, CLEAN)
     keep = ["doc_id", "url", "text", "stream", "source", "license", "seed_similarity", "agent_score"]
 
-    def stream(name: str) -> Any:
-        return docs.filter(lambda row: row["stream"] == name, num_cpus=LIGHT_TASK_CPUS).select_columns(keep)
+    def stream(name: str, web: bool = True) -> Any:
+        def wanted(row: dict[str, Any]) -> bool:
+            return row["stream"] == name and (web or row["source"] != "web")
 
-    streams: dict[str, Any] = {name: stream(name) for name in ("agent", "text")}
-    streams.update(configured_streams(cfg.mix, cfg.storage))
+        return docs.filter(wanted, num_cpus=LIGHT_TASK_CPUS).select_columns(keep)
+
+    # A configured text dataset replaces the crawl's general pages as the text stream.
+    streams: dict[str, Any] = {"agent": stream("agent"), "text": stream("text", web=cfg.mix.text is None)}
+    if cfg.mix.code is not None:
+        streams["code"] = stream("code")
     missing = sorted(set(cfg.mix.ratio) - set(streams))
     if missing:
         raise RuntimeError(f"mix.ratio names streams with no source: {missing} (set mix.code / mix.text)")

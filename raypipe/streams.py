@@ -2,7 +2,12 @@
 
 Why a reader of our own rather than ``ray.data.read_json``: every document needs an id that is
 the same on every run however the files are split among workers, so one read task owns one file
-and numbers its rows (``<file stem>:<row>``), and all bytes go through ``raypipe.storage``.
+and numbers its rows (``<file name>:<row>``), and all bytes go through ``raypipe.storage``.
+
+The file name in an id is the file's path relative to the dataset root (the directory named in
+config, the fixed part of a glob, or a single file's folder), without its extension:
+``python/part-0`` and ``java/part-0`` are two names, where their basenames would collide. Relative
+paths do not change when the dataset moves to another bucket or prefix, so ids stay stable.
 """
 
 from __future__ import annotations
@@ -39,24 +44,46 @@ def file_stem(uri: str) -> str:
     return DATASET_FILE.sub("", posixpath.basename(urlparse(uri).path))
 
 
-def list_dataset_files(spec: str | list[str], storage: StorageConfig) -> list[str]:
-    """Sorted URIs of the parquet / JSONL / text-lines files a spec names (URI, glob, directory, list)."""
-    found: list[str] = []
+def _glob_root(path: str) -> str:
+    """The folder above a glob's first wildcard: the fixed part every match starts with."""
+    first = min(path.index(ch) for ch in "*?[" if ch in path)
+    return posixpath.dirname(path[:first])
+
+
+def dataset_file_names(spec: str | list[str], storage: StorageConfig) -> dict[str, str]:
+    """URI -> name (path relative to its dataset root, extension dropped) of every file a spec names.
+
+    Raises when two files get the same name (e.g. a list of two folders that both hold
+    ``part-0.jsonl.gz``): their document ids would collide.
+    """
+    found: dict[str, str] = {}
     for item in [spec] if isinstance(spec, str) else spec:
         fs, path = filesystem(item, storage)
         prefix = "s3://" if item.startswith("s3://") else ""
         if any(ch in path for ch in "*?["):
-            matches = [m for m in fs.glob(path) if not fs.isdir(m)]
+            root, matches = _glob_root(path), [m for m in fs.glob(path) if not fs.isdir(m)]
         elif fs.isdir(path):
+            root = path.rstrip("/")
             matches = [p for p in fs.find(path) if DATASET_FILE.search(p) and "/." not in p]
         elif fs.exists(path):
-            matches = [path]
+            root, matches = posixpath.dirname(path), [path]
         else:
             raise StorageError(f"dataset not found: {item}")
         if not matches:
             raise StorageError(f"dataset has no .parquet/.jsonl(.gz)/.txt(.gz) files: {item}")
-        found.extend(prefix + m for m in matches)
-    return sorted(set(found))
+        for m in matches:
+            found[prefix + m] = DATASET_FILE.sub("", m[len(root) :].lstrip("/"))
+    names: dict[str, str] = {}
+    for uri, name in sorted(found.items()):
+        if name in names:
+            raise StorageError(f"dataset files {names[name]} and {uri} would share the document ids {name}:<row>")
+        names[name] = uri
+    return {uri: name for name, uri in names.items()}
+
+
+def list_dataset_files(spec: str | list[str], storage: StorageConfig) -> list[str]:
+    """Sorted URIs of the parquet / JSONL / text-lines files a spec names (URI, glob, directory, list)."""
+    return sorted(dataset_file_names(spec, storage))
 
 
 def _records(uri: str, storage: StorageConfig, batch_rows: int) -> Iterator[list[dict[str, Any]]]:
@@ -90,10 +117,12 @@ def _records(uri: str, storage: StorageConfig, batch_rows: int) -> Iterator[list
 
 
 def read_dataset_file(
-    uri: str, src: DatasetSourceConfig, stream: str, storage: StorageConfig
+    uri: str, src: DatasetSourceConfig, stream: str, storage: StorageConfig, name: str | None = None
 ) -> Iterator[pd.DataFrame]:
-    """The documents of one file, in the shared document schema (``DOC_SCHEMA``)."""
+    """The documents of one file, in the shared document schema (``DOC_SCHEMA``); ids are
+    ``<name>:<row>``, ``name`` being the file's name in its dataset (``dataset_file_names``)."""
     stem = file_stem(uri)
+    name = name or stem
     source = src.name or stem
     row = 0
     for records in _records(uri, storage, src.batch_rows):
@@ -103,7 +132,7 @@ def read_dataset_file(
             doc_id = rec.get(src.id_field) if src.id_field else None
             url = rec.get(src.url_field) if src.url_field else None
             license_ = rec.get(src.license_field) if src.license_field else None
-            out["doc_id"].append(str(doc_id) if doc_id is not None else f"{stem}:{row}")
+            out["doc_id"].append(str(doc_id) if doc_id is not None else f"{name}:{row}")
             out["url"].append(str(url) if url is not None else f"{uri}#{row}")
             out["text"].append(text if isinstance(text, str) else None)
             out["stream"].append(stream)
@@ -123,8 +152,10 @@ def dataset_stream(src: DatasetSourceConfig, stream: str, storage: StorageConfig
     """A Ray Dataset of the documents of a configured dataset: one read task per file."""
     from raypipe.filesource import per_file_dataset
 
+    names = dataset_file_names(src.uri, storage)
+
     def read_file(uri: str) -> Iterator[pa.Table]:
-        for frame in read_dataset_file(uri, src, stream, storage):
+        for frame in read_dataset_file(uri, src, stream, storage, names[uri]):
             yield pa.Table.from_pandas(frame, schema=DOC_SCHEMA, preserve_index=False)
 
-    return per_file_dataset(list_dataset_files(src.uri, storage), read_file, "Documents", schema=DOC_SCHEMA)
+    return per_file_dataset(sorted(names), read_file, "Documents", schema=DOC_SCHEMA)

@@ -128,3 +128,113 @@ def test_candidate_pairs_are_counted_once_whatever_the_partition_count(local_ray
     pairs = [sorted(zip(r["src"], r["dst"], strict=True)) for r in runs]
     assert pairs[0] and pairs[0] == pairs[1] == pairs[2]
     assert len(pairs[0]) == len(set(pairs[0]))
+
+
+def test_seeds_then_selected_pages_survive(local_ray, shared_data: Path, tmp_path) -> None:
+    """A seed copied on the web keeps the seed; a selected page beats its unselected copies (exact
+    and near), on a real local Ray."""
+    import random
+
+    from tests.planted import base_texts, mutate
+
+    rng = random.Random(4)
+    seed_text, page_text, other = [t for _, t in base_texts(shared_data, min_words=400)[40:43]]
+    rows = [
+        ("seed:gorilla:12", seed_text, True),
+        ("0c11", seed_text, False),  # exact web copy of the seed, smaller id
+        ("0c12", mutate(seed_text, 0.01, rng), True),  # near copy, even selected
+        ("7f00", page_text, True),  # the selected page
+        ("0001", page_text, False),  # unselected exact copy, smaller id
+        ("0002", mutate(page_text, 0.01, rng), False),  # unselected near copy, smaller id
+        ("5555", other, False),
+    ]
+    frame = pd.DataFrame(rows, columns=["doc_id", "text", "selected"]).assign(url="u", stream="agent")
+    expected = {
+        "0c11": ("duplicate_exact", "seed:gorilla:12"),
+        "0c12": ("duplicate_near", "seed:gorilla:12"),
+        "0001": ("duplicate_exact", "7f00"),
+        "0002": ("duplicate_near", "7f00"),
+    }
+    # One shuffle partition: on inputs this small a partition gets no rows, and Ray's hash-shuffle
+    # reduce then fails (ArrowInvalid: no _partition column). Order independence: test_dedup_units.
+    for partitions in (1,):
+        cfg = RunConfig(
+            input="unused",
+            output=str(tmp_path / f"p{partitions}"),
+            decontam={"enabled": False},
+            dedup={"min_partitions": partitions, "precision_sample": 0},
+        )
+        ds = ray.data.from_pandas([frame.iloc[i::3] for i in range(3)])
+        out, _ = run_clean(ds, cfg, OutputStore(cfg.output, cfg.storage))
+        result = out.to_pandas().set_index("doc_id")
+        dropped = result[result["drop_reason"].notna()]
+        assert {d: (r["drop_reason"], r["duplicate_of"]) for d, r in dropped.iterrows()} == expected
+
+
+def test_code_and_text_datasets_go_through_the_clean_phase(local_ray, shared_data: Path, tmp_path) -> None:
+    """A benchmark answer inside a code file, or a question inside a text dataset, is dropped: the
+    code and text streams skipped decontamination before. Seeds and clean files are kept."""
+    import gzip
+    import io
+    import json
+
+    from raypipe.phases import CLEAN, SCORED, read_parts, run_clean_phase
+    from raypipe.state import RunState
+    from tests.planted import base_texts, benchmark_questions
+
+    with gzip.open(shared_data / "mix" / "code" / "pypi_python_code.jsonl.gz", "rt") as f:
+        code = [json.loads(line) for _, line in zip(range(4), f, strict=False)]
+    question = benchmark_questions(shared_data)["bfcl"][1]
+    code[1]["text"] += f'\n\nPROMPT = """{question}"""\n'
+    (tmp_path / "code" / "python").mkdir(parents=True)
+    with gzip.open(tmp_path / "code" / "python" / "part-0.jsonl.gz", "wt") as out:
+        out.writelines(json.dumps(r) + "\n" for r in code)
+    texts = [t for _, t in base_texts(shared_data)[60:63]]
+    texts[2] = texts[2][:500] + " " + benchmark_questions(shared_data)["toolbench"][1] + " " + texts[2][500:]
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "t.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    cfg = RunConfig(
+        input="unused",
+        output=str(tmp_path / "out"),
+        decontam={"benchmarks": str(shared_data / "benchmarks")},
+        dedup={"precision_sample": 0, "min_partitions": 1},  # 9 rows: see test_seeds_then_selected_pages_survive
+        mix={"code": {"uri": str(tmp_path / "code")}, "text": {"uri": str(tmp_path / "text")}},
+    )
+    store = OutputStore(cfg.output, cfg.storage)
+    page = base_texts(shared_data)[70][1]
+    scored = pd.DataFrame(
+        {
+            "doc_id": ["p1"],
+            "url": ["https://example.org/p1"],
+            "text": [page],
+            "selected": [True],
+            "quality_ok": [True],
+            "drop_reason": [None],
+        }
+    )
+    buf = io.BytesIO()
+    scored.to_parquet(buf)
+    store.write_bytes(f"{SCORED}/part-0.parquet", buf.getvalue())
+    seeds = pd.DataFrame(
+        {"id": ["s1"], "text": [base_texts(shared_data)[71][1]], "source": ["docs"], "license": ["MIT"]}
+    )
+    buf = io.BytesIO()
+    seeds.to_parquet(buf)
+    store.write_bytes(f"{cfg.retrieve.index_dir}/seeds.parquet", buf.getvalue())
+
+    summary = run_clean_phase(cfg, store, RunState(store))
+    docs = read_parts(store, CLEAN).to_pandas().set_index("doc_id")
+    assert summary["documents"] == len(docs) == 1 + 1 + 4 + 3
+    assert docs.loc["python/part-0:1", "drop_reason"] == "contamination"
+    assert docs.loc["t:2", "drop_reason"] == "contamination"
+    kept = docs[docs["drop_reason"].isna()]
+    assert sorted(kept.index) == [
+        "p1",
+        "python/part-0:0",
+        "python/part-0:2",
+        "python/part-0:3",
+        "seed:s1",
+        "t:0",
+        "t:1",
+    ]
+    assert set(kept.loc[["python/part-0:0", "t:0"], "stream"]) == {"code", "text"}

@@ -12,7 +12,7 @@ import pytest
 
 from raypipe.config import DatasetSourceConfig, StorageConfig
 from raypipe.storage import StorageError
-from raypipe.streams import DOC_SCHEMA, list_dataset_files, read_dataset_file
+from raypipe.streams import DOC_SCHEMA, dataset_file_names, list_dataset_files, read_dataset_file
 
 
 def read_all(uri: str, stream: str, **kw) -> pd.DataFrame:
@@ -54,3 +54,35 @@ def test_parquet_with_id_field_and_whole_records_as_text(shared_data, tmp_path):
 
     api = read_all(str(shared_data / "seeds" / "gorilla_api_docs" / "torchhub_api.jsonl.gz"), "agent", text_field=None)
     assert len(api) == 94 and json.loads(api["text"][0])["api_name"]
+
+
+def test_same_named_files_in_different_folders_get_distinct_stable_ids(shared_data, tmp_path):
+    """``python/part-0`` and ``java/part-0`` collided when ids were built from the basename."""
+    with gzip.open(shared_data / "mix" / "code" / "pypi_python_code.jsonl.gz", "rt") as f:
+        lines = [line for _, line in zip(range(6), f, strict=False)]
+    for root in ("bucket-a", "bucket-b"):  # the same dataset under two prefixes: a bucket move
+        for lang, part in (("python", lines[:3]), ("java", lines[3:])):
+            (tmp_path / root / lang).mkdir(parents=True)
+            with gzip.open(tmp_path / root / lang / "part-0.jsonl.gz", "wt") as out:
+                out.writelines(part)
+    ids = {}
+    for root in ("bucket-a", "bucket-b"):
+        names = dataset_file_names(str(tmp_path / root), StorageConfig())
+        assert sorted(names.values()) == ["java/part-0", "python/part-0"]
+        src = DatasetSourceConfig(uri=str(tmp_path / root))
+        docs = pd.concat(
+            [f for uri, name in names.items() for f in read_dataset_file(uri, src, "code", StorageConfig(), name)]
+        )
+        ids[root] = sorted(docs["doc_id"])
+        assert docs["doc_id"].is_unique and len(docs) == 6
+    assert (
+        ids["bucket-a"]
+        == ids["bucket-b"]
+        == sorted(f"{lang}/part-0:{i}" for lang in ("java", "python") for i in range(3))
+    )
+    glob = dataset_file_names(str(tmp_path / "bucket-a" / "*" / "part-*.jsonl.gz"), StorageConfig())
+    assert sorted(glob.values()) == ["java/part-0", "python/part-0"]
+    with pytest.raises(StorageError, match="share the document ids"):
+        dataset_file_names(
+            [str(tmp_path / "bucket-a" / "python"), str(tmp_path / "bucket-a" / "java")], StorageConfig()
+        )

@@ -13,7 +13,9 @@ and its neighbours.
 
 Both keep the components. When a round changes no edge, every node has either only larger
 neighbours or exactly one smaller one and no larger: each component is a star whose centre is its
-smallest ``doc_id``, the deterministic survivor, and every other member has one edge to it.
+smallest node, and every other member has one edge to it. The clean phase names nodes by rank key
+(:mod:`raypipe.dedup.survivor`), so that centre is the survivor under the rule: seeds, then
+selected pages, then the rest, ties to the smallest ``doc_id``; deterministic on any cluster.
 Rounds grow with the logarithm of the component diameter (squared, in the worst case), so a
 chain of near duplicates needs several rounds; ``max_rounds`` turns a runaway into an error.
 """

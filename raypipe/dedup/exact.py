@@ -12,20 +12,22 @@ import pandas as pd
 import ray.data
 
 from raypipe.dedup.shuffle import partitioned_map
+from raypipe.dedup.survivor import order_column
 
 LABEL_COLUMNS = ["doc_id", "duplicate_of"]
 
 
 def exact_duplicates_in_partition(batch: pd.DataFrame) -> pd.DataFrame:
-    """``(doc_id, duplicate_of)`` for every row of ``(doc_id, text_hash)`` that is not its group's survivor."""
+    """``(doc_id, duplicate_of)`` for every row of ``(doc_id, text_hash[, rank_key])`` that is not
+    its group's survivor."""
     if batch.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in LABEL_COLUMNS})
-    ordered = batch.sort_values(["text_hash", "doc_id"], kind="stable")
+    ordered = batch.sort_values(["text_hash", order_column(batch)], kind="stable")
     survivor = ordered.groupby("text_hash", sort=False)["doc_id"].transform("first")
     dup = ordered["doc_id"] != survivor
     return pd.DataFrame({"doc_id": ordered["doc_id"][dup].to_numpy(), "duplicate_of": survivor[dup].to_numpy()})
 
 
 def exact_duplicates(keys: ray.data.Dataset, num_partitions: int) -> ray.data.Dataset:
-    """Exact-duplicate labels of a dataset of ``(doc_id, text_hash)`` rows (survivors are not listed)."""
+    """Exact-duplicate labels of a dataset of ``(doc_id, text_hash[, rank_key])`` rows (survivors are not listed)."""
     return partitioned_map(keys, "text_hash", exact_duplicates_in_partition, num_partitions)
