@@ -208,7 +208,7 @@ def test_code_and_text_datasets_go_through_the_clean_phase(local_ray, shared_dat
             "url": ["https://example.org/p1"],
             "text": [page],
             "selected": [True],
-            "quality_ok": [True],
+            "stream": ["agent"],  # the score phase's verdict
             "drop_reason": [None],
         }
     )
