@@ -91,8 +91,10 @@ def extract_pages(urls: Sequence[str], htmls: Sequence[bytes]) -> pd.DataFrame:
 
 
 def extracted_devset(devset: pd.DataFrame, cache: Path) -> pd.DataFrame:
-    """The development set with text, language and drop_reason from ExtractStage (cached by content)."""
-    key = hashlib.sha1("\n".join(devset["sha1"]).encode()).hexdigest()[:12]
+    """The development set with text, language and drop_reason from extraction and its verdict,
+    cached by the pages and by the extraction code itself (a changed identifier re-extracts)."""
+    code = b"".join(p.read_bytes() for p in sorted(Path(extract_and_select.__code__.co_filename).parent.glob("*.py")))
+    key = hashlib.sha1("\n".join(devset["sha1"]).encode() + code).hexdigest()[:12]
     path = cache / f"extracted-{key}.parquet"
     if not path.exists():
         extract_pages(devset["url"].tolist(), devset["html"].tolist()).to_parquet(path)
@@ -137,7 +139,7 @@ class CachedSimilarity:
 def retrieval_similarity(texts: pd.Series, index_prefix: str, cfg: RetrieveConfig, cache: Path) -> np.ndarray:
     """seed_similarity through the retrieval stage (``SeedRetriever``), cached by (index, text)."""
     meta = (Path(index_prefix) / cfg.index_dir / "meta.json").read_bytes()
-    path = cache / f"retrieval-{hashlib.sha1(meta + str(cfg.max_chunks).encode()).hexdigest()[:12]}.parquet"
+    path = cache / f"retrieval-{hashlib.sha1(meta + cfg.model_dump_json().encode()).hexdigest()[:12]}.parquet"
     known = pd.read_parquet(path) if path.exists() else pd.DataFrame({"h": [], "s": []})
     hashes = texts.map(lambda t: hashlib.sha1(t.encode()).hexdigest())
     todo = ~hashes.isin(set(known["h"]))
