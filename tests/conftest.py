@@ -1,4 +1,5 @@
-"""Shared fixtures: where ../shared/data is, a real S3 server on 127.0.0.1, and its environment."""
+"""Shared fixtures: where ../shared/data is, a real S3 server on 127.0.0.1 and its environment, and a
+local Ray for the tests of stages and whole-dataset operations."""
 
 from __future__ import annotations
 
@@ -42,3 +43,14 @@ def s3_env(s3_server: LocalS3, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
     for key, value in s3_server.env.items():
         monkeypatch.setenv(key, value)
     return s3_server.env
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A 2-CPU local Ray for one test module (loopback only, no dashboard)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()

@@ -4,7 +4,6 @@ with their benchmark and item; clean pages and seed API docs kept; every row acc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -19,14 +18,6 @@ from raypipe.storage import OutputStore
 from tests.planted import benchmark_index, max_cross_cluster_jaccard, planted_corpus
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

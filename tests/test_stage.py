@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 
 import pyarrow as pa
 import pytest
@@ -85,14 +84,6 @@ def test_resources_become_ray_arguments_under_the_small_cluster_rules() -> None:
     assert ray_args(Resources(cpus=0.5, actors=1), cpus=1)["num_cpus"] == 0.0
     gpu = ray_args(Resources(cpus=1.0, gpus=1.0, actors=2), cpus=1)
     assert gpu["num_gpus"] == 1.0 and gpu["num_cpus"] == 1.0  # GPU nodes bring their own CPUs
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
 
 
 def test_apply_runs_setup_once_per_actor_and_per_task(local_ray) -> None:

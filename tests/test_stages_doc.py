@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
-import ray
 import yaml
 
 from tests.conftest import REPO
@@ -51,14 +48,6 @@ def test_the_documented_filter_drops_pages_in_a_real_job(shared_data: Path, tmp_
     assert dropped and all(pattern.search(r["url"]) for r in dropped)
     assert not [r for r in rows if r["drop_reason"] is None and pattern.search(r["url"])]  # none kept
     assert stats["extract"]["drop_reasons"]["url_pattern"] == len(dropped)
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
 
 
 def test_the_documented_near_dedup_pipeline(local_ray, shared_data: Path, tmp_path: Path) -> None:

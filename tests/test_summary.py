@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pytest
 import ray
 
 from raypipe.classify.reservoir import sample_pages
@@ -62,14 +60,6 @@ def test_misra_gries_keeps_heavy_hitters_in_bounded_space() -> None:
     cut = misra_gries(counts, capacity=50)
     assert len(cut) <= 50 and list(cut)[:2] == ["big", "mid"]
     assert counts["big"] - cut["big"] <= sum(counts.values()) / 50
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
 
 
 def test_score_summary_on_ray_reads_one_row_per_batch(local_ray) -> None:
