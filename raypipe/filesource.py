@@ -11,6 +11,7 @@ unit the extract phase resumes by.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raypipe.stage import LIGHT_TASK_CPUS
+from raypipe.storage import RetryPolicy, is_retriable
 
 ReadFile = Callable[[str], Iterator[pa.Table]]
 
@@ -61,6 +63,26 @@ def per_file_dataset(
     return ray.data.read_datasource(PerFileDatasource(), override_num_blocks=max(1, len(uris)), num_cpus=num_cpus)
 
 
+def _read_whole(filesystem: pafs.FileSystem, path: str, policy: RetryPolicy | None = None) -> bytes:
+    """One of our own parquet parts, whole, retried when the transfer breaks.
+
+    S3 requests are retried by botocore, but a body cut mid-transfer surfaces while pyarrow reads
+    it, after botocore is done; reading the part in one piece here (parts are a few MB) lets a
+    broken read start over instead of failing the task with half a file parsed.
+    """
+    policy = policy or RetryPolicy()
+    attempt = 0
+    while True:
+        try:
+            with filesystem.open_input_file(path) as f:
+                return f.read()
+        except Exception as e:  # noqa: BLE001 - classified below, re-raised unless transient
+            if attempt >= policy.retries or not is_retriable(e):
+                raise
+            time.sleep(policy.delay(attempt))
+            attempt += 1
+
+
 def parquet_files_dataset(
     paths: list[str], filesystem: pafs.FileSystem, columns: list[str] | None = None, batch_rows: int = 4096
 ) -> Any:
@@ -69,7 +91,7 @@ def parquet_files_dataset(
         raise ValueError("no parquet files to read")
 
     def read_file(path: str) -> Iterator[pa.Table]:
-        with filesystem.open_input_file(path) as f:
+        with pa.BufferReader(_read_whole(filesystem, path)) as f:
             parquet = pq.ParquetFile(f)
             empty = True
             for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):

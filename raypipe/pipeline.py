@@ -390,12 +390,15 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     stats: dict[str, Any] = {"output": cfg.output, "config_hash": cfg.config_hash(), "timings": timings}
     phases = {"seeds": run_seeds, "extract": run_extract, "score": run_score, "clean": run_clean_phase}
     failed: list[dict[str, str]] = []
+    # The clean phase cleans the code and text datasets too, and the shard phase ships them: both
+    # read "@site-packages" as the dataset written under the output prefix.
+    datasets_cfg = _resolve_code_stream(cfg, store) if {"clean", "shard"} & set(cfg.phases) else cfg
     for name, phase in phases.items():
         if name in cfg.phases:
             ensure_cwd()
             began = time.monotonic()
             provenance = _check_phase(name, cfg, state)
-            stats[name] = phase(cfg, store, state)
+            stats[name] = phase(datasets_cfg if name == "clean" else cfg, store, state)
             timings[name] = round(time.monotonic() - began, 2)
             failed = stats[name].get("failed_inputs") or []
             if failed:
@@ -409,7 +412,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         ensure_cwd()
         began = time.monotonic()
         provenance = _check_phase("shard", cfg, state)
-        manifest = run_shard_phase(_resolve_code_stream(cfg, store), store, state, full_funnel(stats), warnings)
+        manifest = run_shard_phase(datasets_cfg, store, state, full_funnel(stats), warnings)
         _stamp_phase("shard", provenance, state)
         timings["shard"] = round(time.monotonic() - began, 2)
         stats["mix"] = {**manifest["totals"], **manifest["mix"], "tokenizer": manifest["tokenizer"]}

@@ -180,7 +180,7 @@ def test_changed_setting_reruns_its_phase_and_not_the_earlier_ones(shared_data, 
     ("change", "phases"),
     [
         ({"classify": {"mode": "fasttext_only"}}, {"score"}),
-        ({"dedup": {"threshold": 0.7}}, {"clean"}),
+        ({"dedup": {"threshold": 0.8}}, {"clean"}),
         ({"quality": {"min_words": 10}}, {"extract"}),
         ({"mix": {"ratio": {"agent": 2, "text": 1}}}, {"shard"}),
         ({"retrieve": {"model": "other"}}, {"seeds", "score"}),
