@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray.data
 
 from raypipe.config import DedupConfig
 from raypipe.dedup.components import connected_components
 from raypipe.dedup.lsh import candidate_edges
 from raypipe.dedup.minhash import DedupFingerprinter
-from raypipe.dedup.shuffle import cluster_cpus
-from raypipe.stage import FrameStage, apply, map_table
+from raypipe.dedup.normalize import partition_of
+from raypipe.dedup.shuffle import PARTITION
+from raypipe.stage import LIGHT_TASK_CPUS, FrameStage, apply, cluster_cpus, map_table
 
+_IS_LABEL = "_is_label"
 FINGERPRINT_SCHEMA = pa.schema(
     [("text_hash", pa.string()), ("lsh_buckets", pa.list_(pa.uint64())), ("minhash_sketch", pa.binary())]
 )
@@ -57,3 +60,37 @@ def near_duplicates(
         )
     components, _ = connected_components(verified, partitions, cfg.max_cc_rounds)
     return map_table(components, _as_labels, batch_format="pandas", id_column=id_column).materialize()
+
+
+def _tagged(batch: pa.Table, schema: pa.Schema, is_label: bool, id_column: str, partitions: int) -> pa.Table:
+    """Rows of either side in the one schema both share (absent columns null), with a side marker
+    and the hash partition of the id."""
+    n, present = batch.num_rows, set(batch.column_names)
+    columns = [batch.column(f.name).cast(f.type) if f.name in present else pa.nulls(n, f.type) for f in schema]
+    table = pa.Table.from_arrays(columns, schema=schema).append_column(_IS_LABEL, pa.array([is_label] * n))
+    partition = partition_of(pd.Series(table.column(id_column).to_pylist(), dtype=object), partitions)
+    return table.append_column(PARTITION, pa.array(partition, pa.int64()))
+
+
+def _unlabelled(group: pa.Table, id_column: str) -> pa.Table:
+    is_label = group.column(_IS_LABEL)
+    dropped = group.filter(is_label).column(id_column)
+    rows = group.filter(pc.invert(is_label)).drop_columns([_IS_LABEL, PARTITION])
+    return rows.filter(pc.invert(pc.is_in(rows.column(id_column), value_set=dropped)))
+
+
+def drop_duplicates(
+    ds: ray.data.Dataset, labels: ray.data.Dataset, id_column: str = "doc_id", num_partitions: int | None = None
+) -> ray.data.Dataset:
+    """``ds`` without the rows whose id ``labels`` (what :func:`near_duplicates` returns) lists, by
+    one hash shuffle of both sides on the workers. Ray Data's own join needs polars and fails on a
+    partition that one side sends no block to."""
+    partitions = num_partitions or max(1, int(cluster_cpus()))
+    schema = ds.schema().base_schema
+    ids = labels.select_columns([id_column])
+    both = map_table(ds, _tagged, schema=schema, is_label=False, id_column=id_column, partitions=partitions).union(
+        map_table(ids, _tagged, schema=schema, is_label=True, id_column=id_column, partitions=partitions)
+    )
+    return both.groupby(PARTITION, num_partitions=partitions).map_groups(
+        _unlabelled, fn_kwargs={"id_column": id_column}, batch_format="pyarrow", num_cpus=LIGHT_TASK_CPUS
+    )
