@@ -37,10 +37,11 @@ import pyarrow as pa
 import ray
 import ray.data
 
-from raypipe.clean import CleanFingerprinter, run_clean
+from raypipe.clean.fingerprint import CleanFingerprinter
 from raypipe.config import RunConfig
 from raypipe.dedup.precision import exact_jaccard
-from raypipe.storage import OutputStore
+from raypipe.phases.clean import clean_documents
+from raypipe.store.storage import OutputStore
 from tests.planted import base_texts, benchmark_index, mutate
 
 DATA = Path(os.environ.get("RAYPIPE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -134,7 +135,9 @@ def run_once(frame: pd.DataFrame, budget_mb: int, index, pairs: pd.DataFrame) ->
             started = time.monotonic()
             docs = pd.concat([frame, pairs.drop(columns=["exact_jaccard"])], ignore_index=True)
             blocks = [docs.iloc[i::8] for i in range(8)]
-            result, stats = run_clean(ray.data.from_pandas(blocks), cfg, OutputStore(out, cfg.storage), index=index)
+            result, stats = clean_documents(
+                ray.data.from_pandas(blocks), cfg, OutputStore(out, cfg.storage), index=index
+            )
             labels = result.select_columns(["doc_id", "drop_reason", "duplicate_of"]).to_pandas().astype(object)
             # Kept rows read back as None or pd.NA: compare with .eq and fill, or NA drops out of the tally
             labels["drop_reason"] = labels["drop_reason"].where(labels["drop_reason"].notna(), "kept")

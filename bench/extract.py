@@ -43,7 +43,7 @@ def raypipe_documents(warc: Path) -> Iterator[pa.Table]:
 
     from raypipe.config import ExtractConfig, QualityConfig, StorageConfig
     from raypipe.extract import extract_and_select
-    from raypipe.warc import read_warc_file
+    from raypipe.store.warc import read_warc_file
 
     cfg = ExtractConfig()
     quality = QualityConfig()

@@ -34,7 +34,7 @@ def high_water_mib() -> float:
 def probe(path: str) -> dict:
     """Stream ``path`` with the production reader; runs in the child process."""
     from raypipe.config import ExtractConfig, StorageConfig
-    from raypipe.warc import read_warc_file
+    from raypipe.store.warc import read_warc_file
 
     baseline = high_water_mib()
     start = time.perf_counter()

@@ -54,7 +54,7 @@ from raypipe.retrieve.evaluate import bucket, roc_auc
 from raypipe.retrieve.index import build_seed_index
 from raypipe.retrieve.stage import SeedRetriever
 from raypipe.seeds import load_seeds
-from raypipe.storage import OutputStore
+from raypipe.store.storage import OutputStore
 
 RESERVED = ("sqlalchemy", "scrapy", "flask", "boltons", "itsdangerous")
 MODES = ("fasttext_only", "embed_all", "cascade")

@@ -106,7 +106,7 @@ def ray_stage_runner(batch_size: int):
     """Runs the phase's tokenize plan on one actor: returns (tokens, wall seconds, actor CPU seconds)."""
     import ray
 
-    from raypipe.shards.phase import tokenize_streams
+    from raypipe.phases.shard import tokenize_streams
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -9,7 +9,7 @@ import logging
 import sys
 
 from raypipe.config import ConfigError, load_config
-from raypipe.storage import StorageError, redact
+from raypipe.store.storage import StorageError, redact
 
 
 def _setup_logging() -> None:
@@ -52,7 +52,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Print each phase's progress (files, docs, rate, elapsed, ETA) from the run state under OUTPUT."""
     from raypipe.config import StorageConfig
     from raypipe.status import status_lines
-    from raypipe.storage import OutputStore
+    from raypipe.store.storage import OutputStore
 
     lines = status_lines(OutputStore(args.output, StorageConfig()))
     if lines is None:
@@ -66,7 +66,7 @@ def cmd_mix(args: argparse.Namespace) -> int:
     """Print Megatron's ``--data-path`` drawing OUTPUT's shard sets at ``--ratio`` (reads only manifest.json)."""
     from raypipe.config import StorageConfig
     from raypipe.mix import MixError, mix_data_path, parse_ratio
-    from raypipe.storage import OutputStore
+    from raypipe.store.storage import OutputStore
 
     store = OutputStore(args.output, StorageConfig())
     if not store.exists("manifest.json"):

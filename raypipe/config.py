@@ -365,7 +365,7 @@ class DedupConfig(Section):
 
 
 class DecontamConfig(Section):
-    """N-gram overlap against agent-benchmark test items (phase 3); the rule is in raypipe/decontam.py."""
+    """N-gram overlap against agent-benchmark test items (phase 3); the rule is in raypipe/clean/decontam.py."""
 
     enabled: bool = Field(True, description="Drop documents that contain benchmark test items.")
     benchmarks: str | None = Field(

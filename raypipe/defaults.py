@@ -27,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from raypipe.storage import OutputStore
+from raypipe.store.storage import OutputStore
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from raypipe.status import duration
-from raypipe.storage import OutputStore
+from raypipe.store.storage import OutputStore
 
 REPORT = "report.html"
 MISSING = "not in this run"

@@ -15,8 +15,8 @@ import json
 import time
 from typing import Any
 
-from raypipe.state import RunState
-from raypipe.storage import OutputStore
+from raypipe.store.state import RunState
+from raypipe.store.storage import OutputStore
 
 _SHOWN = {"phase", "status", "updated", "started", "files_done", "files_total", "docs", "inputs", "settings_hash"}
 

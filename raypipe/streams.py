@@ -2,7 +2,7 @@
 
 Why a reader of our own rather than ``ray.data.read_json``: every document needs an id that is
 the same on every run however the files are split among workers, so one read task owns one file
-and numbers its rows (``<file name>:<row>``), and all bytes go through ``raypipe.storage``.
+and numbers its rows (``<file name>:<row>``), and all bytes go through ``raypipe.store.storage``.
 
 The file name in an id is the file's path relative to the dataset root (the directory named in
 config, the fixed part of a glob, or a single file's folder), without its extension:
@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from raypipe.config import DatasetSourceConfig, MixConfig, StorageConfig
-from raypipe.storage import StorageError, filesystem, open_input
+from raypipe.store.storage import StorageError, filesystem, open_input
 
 DATASET_FILE = re.compile(r"\.(parquet|jsonl|jsonl\.gz|txt|txt\.gz)$")
 DOC_SCHEMA = pa.schema(
@@ -150,7 +150,7 @@ def configured_streams(mix: MixConfig, storage: StorageConfig) -> dict[str, Any]
 
 def dataset_stream(src: DatasetSourceConfig, stream: str, storage: StorageConfig):
     """A Ray Dataset of the documents of a configured dataset: one read task per file."""
-    from raypipe.filesource import per_file_dataset
+    from raypipe.store.filesource import per_file_dataset
 
     names = dataset_file_names(src.uri, storage)
 

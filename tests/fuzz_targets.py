@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from raypipe.config import ExtractConfig, QualityConfig
 from raypipe.extract import extract_and_select
-from raypipe.warc import SCHEMA, FileStats, iter_html_records
+from raypipe.store.warc import SCHEMA, FileStats, iter_html_records
 
 # Small real files: CC-style request/response/metadata triples, wget pages, revisits, warcinfo.
 SOURCE_FILES = (

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from raypipe.clean.decontam import DecontamIndex, build_index
 from raypipe.config import DecontamConfig, StorageConfig
-from raypipe.decontam import DecontamIndex, build_index
 from raypipe.dedup.precision import exact_jaccard
 
 CHROME_TOP = "Home | News | Sport | Weather | Contact us | Sign in | Subscribe to our newsletter"

@@ -13,8 +13,8 @@ import pytest
 from raypipe.cli import main
 from raypipe.config import ConfigError, ExtractConfig, QualityConfig, StorageConfig, load_config
 from raypipe.extract import extract_and_select
-from raypipe.storage import StorageError, expand_inputs
-from raypipe.warc import read_warc_file
+from raypipe.store.storage import StorageError, expand_inputs
+from raypipe.store.warc import read_warc_file
 from tests.bad_warcs import MAX_HTML_BYTES, MAX_RECORD_BYTES, build_bad_warcs
 
 CFG = ExtractConfig(max_html_bytes=MAX_HTML_BYTES, max_record_bytes=MAX_RECORD_BYTES)

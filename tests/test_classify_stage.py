@@ -22,7 +22,7 @@ from raypipe.retrieve.evaluate import web_negatives
 from raypipe.retrieve.index import build_seed_index
 from raypipe.retrieve.stage import add_retrieval
 from raypipe.seeds import load_seeds
-from raypipe.storage import OutputStore
+from raypipe.store.storage import OutputStore
 
 FAST = {
     "bucket": 100_000,

@@ -15,7 +15,7 @@ from raypipe.classify.train import balance, held_out_seeds, seed_group
 from raypipe.config import ClassifyConfig, SeedsConfig, StorageConfig
 from raypipe.retrieve.evaluate import web_negatives
 from raypipe.seeds import load_seeds
-from raypipe.storage import OutputStore
+from raypipe.store.storage import OutputStore
 
 # Small and fast, but the real pipeline code: only sizes differ from the defaults.
 FAST = {

@@ -11,10 +11,10 @@ import pytest
 import ray
 import ray.data
 
-from raypipe.clean import run_clean
 from raypipe.config import DedupConfig, RunConfig
 from raypipe.dedup.components import connected_components
-from raypipe.storage import OutputStore
+from raypipe.phases.clean import clean_documents
+from raypipe.store.storage import OutputStore
 from tests.planted import benchmark_index, max_cross_cluster_jaccard, planted_corpus
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ def cleaned(local_ray, shared_data: Path, tmp_path_factory) -> tuple[pd.DataFram
     )
     docs = corpus.drop(columns=["kind", "cluster", "benchmark", "item"])
     ds = ray.data.from_pandas([docs.iloc[i::3] for i in range(3)])  # three blocks, copies spread across them
-    out, stats = run_clean(ds, cfg, OutputStore(cfg.output, cfg.storage), index=benchmark_index(shared_data))
+    out, stats = clean_documents(ds, cfg, OutputStore(cfg.output, cfg.storage), index=benchmark_index(shared_data))
     result = out.to_pandas().set_index("doc_id")
     return corpus.set_index("doc_id"), result, stats
 
@@ -156,7 +156,7 @@ def test_seeds_then_selected_pages_survive(local_ray, shared_data: Path, tmp_pat
             dedup={"min_partitions": partitions, "precision_sample": 0},
         )
         ds = ray.data.from_pandas([frame.iloc[i::3] for i in range(3)])
-        out, _ = run_clean(ds, cfg, OutputStore(cfg.output, cfg.storage))
+        out, _ = clean_documents(ds, cfg, OutputStore(cfg.output, cfg.storage))
         result = out.to_pandas().set_index("doc_id")
         dropped = result[result["drop_reason"].notna()]
         assert {d: (r["drop_reason"], r["duplicate_of"]) for d, r in dropped.iterrows()} == expected
@@ -169,8 +169,9 @@ def test_code_and_text_datasets_go_through_the_clean_phase(local_ray, shared_dat
     import io
     import json
 
-    from raypipe.phases import CLEAN, SCORED, read_parts, run_clean_phase
-    from raypipe.state import RunState
+    from raypipe.phases.clean import run as run_clean_phase
+    from raypipe.store.parts import CLEAN, SCORED, read_parts
+    from raypipe.store.state import RunState
     from tests.planted import base_texts, benchmark_questions
 
     with gzip.open(shared_data / "mix" / "code" / "pypi_python_code.jsonl.gz", "rt") as f:

@@ -27,8 +27,8 @@ from raypipe.crawl.run import crawl_command, crawl_scope, load_start_urls
 from raypipe.crawl.seed_records import crawl_warcs_to_seed_records
 from raypipe.crawl.shard import FrontierItem, ShardCrawler
 from raypipe.crawl.urls import shard_of
-from raypipe.storage import OutputStore, read_bytes
-from raypipe.warc import read_warc_file
+from raypipe.store.storage import OutputStore, read_bytes
+from raypipe.store.warc import read_warc_file
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from raypipe.config import DecontamConfig, SeedsConfig, StorageConfig
-from raypipe.decontam import (
+from raypipe.clean.decontam import (
     BenchmarkItem,
     DecontamIndex,
     DecontamMatcher,
@@ -20,6 +19,7 @@ from raypipe.decontam import (
     build_index,
     function_schemas,
 )
+from raypipe.config import DecontamConfig, SeedsConfig, StorageConfig
 from raypipe.seeds import load_seeds
 from tests.planted import base_texts, benchmark_index
 

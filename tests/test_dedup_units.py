@@ -9,8 +9,8 @@ import random
 import numpy as np
 import pandas as pd
 
+from raypipe.clean.decontam import DecontamMatcher
 from raypipe.config import DedupConfig
-from raypipe.decontam import DecontamMatcher
 from raypipe.dedup.components import canonical_edges, large_star, small_star
 from raypipe.dedup.exact import exact_duplicates_in_partition
 from raypipe.dedup.lsh import bucket_edges, bucket_rows, candidate_probability

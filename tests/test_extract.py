@@ -13,7 +13,7 @@ from raypipe.config import ExtractConfig, QualityConfig
 from raypipe.extract import ExtractStage, extract_and_select
 from raypipe.extract.html import decode_html, extract_text
 from raypipe.extract.quality import quality_signals, quality_verdict
-from raypipe.warc import SCHEMA
+from raypipe.store.warc import SCHEMA
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_quality_signals_and_verdict():
 
 def test_stage_gives_every_dropped_page_a_reason(shared_data):
     from raypipe.config import StorageConfig
-    from raypipe.warc import read_warc_file
+    from raypipe.store.warc import read_warc_file
 
     path = shared_data / "warc" / "built" / "web-00001.warc.gz"
     tables = read_warc_file(str(path), StorageConfig(), ExtractConfig())

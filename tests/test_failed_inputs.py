@@ -18,9 +18,9 @@ import yaml
 
 from raypipe.cli import main
 from raypipe.config import StorageConfig
-from raypipe.state import RunState
-from raypipe.storage import OutputStore
-from raypipe.warc import file_stem
+from raypipe.store.state import RunState
+from raypipe.store.storage import OutputStore
+from raypipe.store.warc import file_stem
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

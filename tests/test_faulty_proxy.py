@@ -9,7 +9,7 @@ import itertools
 import pytest
 
 from raypipe.config import StorageConfig
-from raypipe.storage import OutputStore, StorageError, expand_inputs, read_bytes
+from raypipe.store.storage import OutputStore, StorageError, expand_inputs, read_bytes
 from tests.faulty_proxy import FaultyProxy
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import torch
 from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 
 from raypipe.config import StorageConfig
-from raypipe.shards.megatron import (
+from raypipe.store.megatron import (
     ShardError,
     index_bytes,
     parse_index,
@@ -16,7 +16,7 @@ from raypipe.shards.megatron import (
     validate_shard,
     write_shard,
 )
-from raypipe.storage import OutputStore
+from raypipe.store.storage import OutputStore
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -25,7 +25,7 @@ from raypipe.mix import (
     selection_columns,
     units_of,
 )
-from raypipe.shards.phase import INPUT_SCHEMA, NormalizeStream
+from raypipe.shards.inputs import INPUT_SCHEMA, NormalizeStream
 from raypipe.shards.tokenizer import TokenizeStage
 from raypipe.streams import read_dataset_file
 

@@ -10,7 +10,7 @@ import pytest
 
 from raypipe.config import StorageConfig
 from raypipe.ratelimit import TokenBucket, request_gate
-from raypipe.storage import RetryPolicy
+from raypipe.store.storage import RetryPolicy
 
 
 class FakeClock:

@@ -31,7 +31,7 @@ import pytest
 
 from devtools.local_s3 import ACCESS_KEY, SECRET_KEY
 from raypipe.config import StorageConfig
-from raypipe.storage import StorageError, read_bytes
+from raypipe.store.storage import StorageError, read_bytes
 from tests.bad_warcs import MAX_HTML_BYTES, MAX_RECORD_BYTES, build_bad_warcs
 from tests.faulty_proxy import FaultyProxy
 from tests.forge_runs import (

@@ -19,9 +19,9 @@ from megatron_blend import blended_shares
 
 from raypipe.cli import main as raypipe_main
 from raypipe.config import DatasetSourceConfig, RunConfig, StorageConfig, TokenizerConfig
-from raypipe.shards.phase import run_shard
+from raypipe.phases.shard import run_shard
 from raypipe.shards.tokenizer import llama3_model_path, load_tokenizer
-from raypipe.storage import OutputStore
+from raypipe.store.storage import OutputStore
 from raypipe.streams import configured_streams, read_dataset_file
 
 pytestmark = [

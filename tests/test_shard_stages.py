@@ -12,10 +12,11 @@ import pyarrow.parquet as pq
 
 from raypipe.config import MixConfig, ShardsConfig, StorageConfig, TokenizerConfig
 from raypipe.mix import NOT_SELECTED, Generation, selection_columns
-from raypipe.shards.megatron import parse_index
-from raypipe.shards.phase import INPUT_SCHEMA, NormalizeStream, pick, write_bucket
+from raypipe.shards.inputs import INPUT_SCHEMA, NormalizeStream, pick
 from raypipe.shards.tokenizer import TokenizeDocs, load_tokenizer
-from raypipe.storage import OutputStore
+from raypipe.shards.writer import write_bucket
+from raypipe.store.megatron import parse_index
+from raypipe.store.storage import OutputStore
 
 
 def test_streams_are_brought_to_one_schema_whatever_the_caller_sends():

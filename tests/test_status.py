@@ -11,10 +11,10 @@ import pytest
 
 from raypipe.cli import main
 from raypipe.config import StorageConfig, load_config
-from raypipe.pipeline import ExtractTracker
-from raypipe.state import RunState
+from raypipe.phases.extract import ExtractTracker
 from raypipe.status import phase_progress, status_lines
-from raypipe.storage import OutputStore
+from raypipe.store.state import RunState
+from raypipe.store.storage import OutputStore
 
 
 def crawl_line(text: str) -> str:

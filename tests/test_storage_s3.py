@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from raypipe.config import StorageConfig
-from raypipe.storage import OutputStore, StorageError, expand_inputs, read_bytes
+from raypipe.store.storage import OutputStore, StorageError, expand_inputs, read_bytes
 
 pytestmark = pytest.mark.integration
 

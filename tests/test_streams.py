@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raypipe.config import DatasetSourceConfig, StorageConfig
-from raypipe.storage import StorageError
+from raypipe.store.storage import StorageError
 from raypipe.streams import DOC_SCHEMA, dataset_file_names, list_dataset_files, read_dataset_file
 
 

@@ -21,8 +21,8 @@ import requests
 import urllib3.exceptions as u3
 
 from raypipe.config import ExtractConfig, StorageConfig
-from raypipe.storage import StorageError, is_retriable, read_bytes
-from raypipe.warc import read_warc_file
+from raypipe.store.storage import StorageError, is_retriable, read_bytes
+from raypipe.store.warc import read_warc_file
 
 FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05}
 

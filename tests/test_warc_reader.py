@@ -10,7 +10,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeadersParser
 
 from raypipe.config import ExtractConfig, StorageConfig
-from raypipe.warc import FileStats, iter_html_records, read_warc_file
+from raypipe.store.warc import FileStats, iter_html_records, read_warc_file
 
 
 def warcio_counts(path) -> tuple[int, int, list[int]]:

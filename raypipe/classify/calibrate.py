@@ -19,7 +19,7 @@ from raypipe.classify.train import seed_group
 from raypipe.config import RetrieveConfig, StorageConfig
 from raypipe.retrieve.index import knn_mean
 from raypipe.retrieve.stage import page_scores
-from raypipe.storage import OutputStore
+from raypipe.store.storage import OutputStore
 
 NEIGHBOURS = 256
 

@@ -30,7 +30,7 @@ from raypipe.classify.train import (
     similarity_labels,
 )
 from raypipe.config import ClassifyConfig, StorageConfig
-from raypipe.storage import OutputStore
+from raypipe.store.storage import OutputStore
 
 log = logging.getLogger(__name__)
 REPORTED_PREVALENCES = (0.01, 0.001)  # besides the configured one: a general crawl and a rarer topic

@@ -23,7 +23,7 @@ import numpy as np
 
 from raypipe.classify.preprocess import normalize_text
 from raypipe.config import ClassifyConfig, StorageConfig
-from raypipe.storage import OutputStore, filesystem
+from raypipe.store.storage import OutputStore, filesystem
 
 log = logging.getLogger(__name__)
 AGENT = "__label__agent"

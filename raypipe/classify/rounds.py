@@ -23,7 +23,7 @@ from raypipe.classify.classifier import SimilarityFn, TrainedClassifier, save_cl
 from raypipe.classify.model import agent_proba
 from raypipe.classify.rule import SelectionRule
 from raypipe.config import ClassifyConfig
-from raypipe.storage import OutputStore
+from raypipe.store.storage import OutputStore
 
 # (model URI, fitted rule) -> scored pages with at least url, text, selected
 ScoreFn = Callable[[str, SelectionRule], pd.DataFrame]

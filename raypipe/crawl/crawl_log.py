@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raypipe.storage import OutputStore
+from raypipe.store.storage import OutputStore
 
 REASONS = (
     "robots",  # robots.txt disallows the URL, or the host asks a crawl-delay above max_crawl_delay_s

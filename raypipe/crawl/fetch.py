@@ -16,7 +16,7 @@ import aiohttp
 
 from raypipe.config import CrawlerConfig
 from raypipe.crawl.politeness import HostGate
-from raypipe.storage import RetryPolicy
+from raypipe.store.storage import RetryPolicy
 
 log = logging.getLogger(__name__)
 

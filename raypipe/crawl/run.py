@@ -18,7 +18,7 @@ from raypipe.crawl.coordinator import coordinate, start_ray_shards
 from raypipe.crawl.seed_records import crawl_warcs_to_seed_records
 from raypipe.crawl.shard import FrontierItem
 from raypipe.crawl.urls import Scope, Site, host_key, normalize_url
-from raypipe.storage import OutputStore, read_bytes
+from raypipe.store.storage import OutputStore, read_bytes
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from resiliparse.parse.html import HTMLTree
 from raypipe.config import RunConfig
 from raypipe.crawl.links import parse_html
 from raypipe.crawl.urls import host_key
-from raypipe.warc import read_warc_file
+from raypipe.store.warc import read_warc_file
 
 log = logging.getLogger(__name__)
 

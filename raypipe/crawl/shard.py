@@ -24,7 +24,7 @@ from raypipe.crawl.politeness import HostGate
 from raypipe.crawl.robots import HostRules, parse_sitemap, rules_from_answer
 from raypipe.crawl.urls import Scope, host_key, normalize_url, origin, shard_of
 from raypipe.crawl.warc_writer import RotatingWarcWriter
-from raypipe.storage import OutputStore, redact
+from raypipe.store.storage import OutputStore, redact
 
 log = logging.getLogger(__name__)
 

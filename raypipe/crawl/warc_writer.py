@@ -7,7 +7,7 @@ and writes cannot leave the output prefix.
 aiohttp hands us the decoded payload (gzip/br undone, chunking removed), so the archived headers
 are made to describe the bytes stored: ``Content-Encoding`` and ``Transfer-Encoding`` are kept
 under ``X-Raypipe-Orig-*`` names and ``Content-Length`` is the stored length. Every reader
-(warcio, fastwarc, raypipe.warc) then sees a self-consistent record.
+(warcio, fastwarc, raypipe.store.warc) then sees a self-consistent record.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from warcio.warcwriter import WARCWriter
 from yarl import URL
 
 from raypipe.crawl.fetch import Fetched
-from raypipe.storage import OutputStore
+from raypipe.store.storage import OutputStore
 
 _REWRITTEN = {"content-encoding", "transfer-encoding", "content-length"}
 

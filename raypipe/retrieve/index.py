@@ -22,7 +22,7 @@ import pandas as pd
 
 from raypipe.config import RetrieveConfig, StorageConfig
 from raypipe.retrieve.embed import Embedder
-from raypipe.storage import OutputStore
+from raypipe.store.storage import OutputStore
 
 log = logging.getLogger(__name__)
 INDEX_FILE, VECTORS_FILE, SEEDS_FILE, META_FILE = "index.faiss", "vector_seeds.npy", "seeds.parquet", "meta.json"

@@ -152,7 +152,7 @@ def add_retrieval(ds: Any, cfg: RetrieveConfig, output_prefix: str, storage_cfg:
     """
     import json
 
-    from raypipe.storage import OutputStore
+    from raypipe.store.storage import OutputStore
 
     resources = retrieval_resources(cfg)
     batch_size = cfg.batch_size * 4

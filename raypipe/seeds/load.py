@@ -1,6 +1,6 @@
 """``load_seeds``: read every configured seed source into one normalized, de-duplicated table.
 
-Sources are URIs (local paths, directories, globs, ``s3://``) read through raypipe.storage.
+Sources are URIs (local paths, directories, globs, ``s3://``) read through raypipe.store.storage.
 Benchmark test sets must never leak into the seeds, so any path under a ``benchmarks`` directory
 is refused outright, not filtered.
 """
@@ -21,7 +21,7 @@ from raypipe.seeds.api_docs import Ctx
 from raypipe.seeds.harvest import harvest_api_docs
 from raypipe.seeds.records import SEED_COLUMNS, LoadReport, SeedFormatError, SeedIssue, SeedSourceError
 from raypipe.seeds.schemas import detect, group_api_bank_turns, parse_records
-from raypipe.storage import filesystem, read_bytes
+from raypipe.store.storage import filesystem, read_bytes
 
 log = logging.getLogger(__name__)
 SEED_FILE = re.compile(r"\.(json|jsonl|ndjson)(\.gz)?$", re.I)

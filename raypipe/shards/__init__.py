@@ -1,1 +1,1 @@
-"""Trainer-ready output: tokenizer actor, Megatron ``.bin/.idx`` writer, manifest and datasheet."""
+"""Trainer-ready output: the shard phase's inputs, tokenizer actor, shard layout and shard writer."""

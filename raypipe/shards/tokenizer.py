@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from raypipe.config import StorageConfig, TokenizerConfig
 from raypipe.stage import Resources, Stage, apply, cluster_cpus
-from raypipe.storage import read_bytes
+from raypipe.store.storage import read_bytes
 
 # LLaMA-3's pre-tokenizer regex and special-token layout, as published with the model: 256 special
 # tokens follow the 128,000 BPE ranks; twelve are named, the rest are reserved placeholders.

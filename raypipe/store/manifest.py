@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from raypipe.config import RunConfig
-from raypipe.storage import OutputStore, redact
+from raypipe.store.storage import OutputStore, redact
 
 MANIFEST = "manifest.json"
 DATASHEET = "README.md"

@@ -29,7 +29,7 @@ from isal import isal_zlib
 from resiliparse.parse.http import iterate_http_chunks
 
 from raypipe.config import ExtractConfig, StorageConfig
-from raypipe.storage import StorageError, open_input, redact
+from raypipe.store.storage import StorageError, open_input, redact
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 _CHUNK = 1 << 16
@@ -332,7 +332,7 @@ def read_warc_file(
 
 def warc_dataset(uris: list[str], storage: StorageConfig, cfg: ExtractConfig, limit_records: int | None = None):
     """A Ray Dataset with one read task per WARC file (one whole CPU: inflating is real work)."""
-    from raypipe.filesource import per_file_dataset
+    from raypipe.store.filesource import per_file_dataset
 
     def read_file(uri: str) -> Iterator[pa.Table]:
         yield from read_warc_file(uri, storage, cfg, limit_records=limit_records)

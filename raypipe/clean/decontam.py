@@ -64,7 +64,7 @@ import pandas as pd
 
 from raypipe.config import DecontamConfig, StorageConfig
 from raypipe.dedup.normalize import normalize_text, window_hashes, word_hashes, words
-from raypipe.storage import filesystem, read_bytes
+from raypipe.store.storage import filesystem, read_bytes
 
 CONTAMINATION = "contamination"
 _FILTER_BITS = 23

@@ -1,6 +1,6 @@
 """Phase 3, clean: decontamination, global exact dedup and MinHash-LSH near dedup on Ray Data.
 
-``run_clean(ds, cfg, store)`` takes documents (``doc_id``, ``url``, ``text``, ``stream`` and
+``clean_documents(ds, cfg, store)`` takes documents (``doc_id``, ``url``, ``text``, ``stream`` and
 optionally an earlier ``drop_reason`` and ``select_reason``) and returns every row, tagged
 (``contaminated``, ``duplicate``, ``duplicate_of``) and with the verdict of one
 :class:`~raypipe.select.Select` over :data:`CLEAN_RULES`: ``drop_reason`` is ``contamination``,
@@ -30,8 +30,11 @@ How it runs, and where memory is bounded:
 2. Exact dedup, LSH bucketing and connected components are hash-partitioned shuffles over
    narrow columns read back from that parquet (no text); the number of partitions is derived from
    the data size and ``dedup.memory_budget_mb``, so one partition always fits one worker's budget.
-3. The labels (only the dropped duplicates) are joined back to the rows by ``doc_id`` (a Ray Data
-   hash join, partitioned the same way).
+3. The labels (only the dropped duplicates) are attached back to the rows by ``doc_id`` in one
+   hash shuffle of both sides (:func:`raypipe.clean.labels.attach_labels`).
+
+``run(cfg, store, state)`` is the phase: scored pages, seeds and the configured code and text
+datasets in, ``clean/documents`` (with text) and ``candidates/`` (every web page, no text) out.
 
 The stats dict reports counts per reason, per benchmark (documents and item ids), the
 near-duplicate graph (candidates, verified pairs, rounds) and the measured precision.
@@ -47,27 +50,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from raypipe.config import DecontamConfig, DedupConfig, RunConfig
-from raypipe.decontam import CONTAMINATION, DecontamIndex, DecontamMatcher, NoBenchmarkSource, build_index
+from raypipe.clean.decontam import CONTAMINATION, DecontamIndex, NoBenchmarkSource, build_index
+from raypipe.clean.fingerprint import CleanFingerprinter
+from raypipe.clean.labels import attach_labels
+from raypipe.config import DedupConfig, RunConfig
 from raypipe.dedup.components import connected_components
 from raypipe.dedup.exact import exact_duplicates
 from raypipe.dedup.lsh import candidate_edges, candidate_probability
-from raypipe.dedup.minhash import DedupFingerprinter
-from raypipe.dedup.normalize import normalize_text, partition_of, word_hashes, words
 from raypipe.dedup.precision import pair_sample_mask, precision_report
-from raypipe.dedup.shuffle import PARTITION, partitions_for
-from raypipe.dedup.survivor import doc_ids_of, rank_keys
+from raypipe.dedup.shuffle import partitions_for
+from raypipe.dedup.survivor import doc_ids_of
 from raypipe.defaults import describe_benchmarks
-from raypipe.filesource import parquet_dataset
+from raypipe.extract.stage import EXTRACT_TAGS
 from raypipe.select import Flag, PriorRoute, Select, TagReason
-from raypipe.stage import LIGHT_TASK_CPUS, Resources, Stage, apply, cluster_cpus, map_table
-from raypipe.storage import OutputStore
+from raypipe.stage import LIGHT_TASK_CPUS, Resources, apply, cluster_cpus, map_table
+from raypipe.store.filesource import parquet_dataset
+from raypipe.store.parts import CANDIDATES, CLEAN, SCORED, load_seed_table, read_parts, write_dataset
+from raypipe.store.state import RunState
+from raypipe.store.storage import OutputStore
+from raypipe.streams import DOC_SCHEMA, configured_streams
 
 log = logging.getLogger(__name__)
 
@@ -78,73 +84,26 @@ CLEAN_RULES = [TagReason("drop_reason"), Flag("contaminated", CONTAMINATION), Ta
 """The clean phase's drop rules, in precedence order: a row dropped earlier keeps its reason, then
 contamination, then duplicates (contaminated rows take no part in dedup, see above)."""
 _WORK_COLUMNS = ["lsh_buckets", "minhash_sketch", "rank_key", "_eligible", "_label_reason", "_label_of"]
-_FINGERPRINT_TYPES = {
-    "text_hash": pa.string(),
-    "lsh_buckets": pa.list_(pa.uint64()),
-    "minhash_sketch": pa.binary(),
-    "contaminated": pa.bool_(),
-    "contamination_ngrams": pa.int64(),
-    "contamination_benchmarks": pa.list_(pa.string()),
-    "contamination_items": pa.list_(pa.string()),
-    "rank_key": pa.string(),
-    "_eligible": pa.bool_(),
-}
 
-
-class CleanFingerprinter(Stage):
-    """Stage: every row-local signal of the clean phase, from one normalization of the text.
-
-    Adds the columns of :class:`DedupFingerprinter` and :class:`DecontamMatcher`, ``rank_key``
-    (the survivor order, :mod:`raypipe.dedup.survivor`) and ``_eligible`` (no earlier
-    ``drop_reason`` and not contaminated: takes part in dedup). ``index`` (or a Ray object
-    reference to it: fetched once per actor in ``setup``) is None when decontamination is
-    disabled. An actor pool: the index is large and loaded once per actor.
-    """
-
-    needs = ("doc_id", "text")
-    adds = pa.schema([("drop_reason", pa.string()), *_FINGERPRINT_TYPES.items()])
-
-    def __init__(
-        self,
-        dedup: DedupConfig,
-        decontam: DecontamConfig,
-        index: DecontamIndex | ray.ObjectRef | None,
-        resources: Resources | None = None,
-    ):
-        self.dedup_cfg, self.decontam_cfg, self.index = dedup, decontam, index
-        self.resources = resources or Resources(cpus=1.0, actors=1)
-        self.batch_size = dedup.batch_size
-
-    def setup(self) -> None:
-        if isinstance(self.index, ray.ObjectRef):
-            self.index = ray.get(self.index)
-        self.dedup = DedupFingerprinter(self.dedup_cfg)
-        self.matcher = DecontamMatcher(self.index, self.decontam_cfg.min_matches) if self.index is not None else None
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        n = batch.num_rows
-        normalized = [normalize_text(t) for t in batch.column("text").to_pylist()]
-        hashes = word_hashes([words(t) for t in normalized])
-        added: dict[str, list[Any]] = self.dedup.columns(normalized, hashes)
-        if self.matcher is not None:
-            added.update(self.matcher.columns(hashes))
-        else:
-            added.update(
-                contaminated=[False] * n,
-                contamination_ngrams=[0] * n,
-                contamination_benchmarks=[[] for _ in range(n)],
-                contamination_items=[[] for _ in range(n)],
-            )
-        selected = batch.column("selected").to_pandas() if "selected" in batch.column_names else None
-        added["rank_key"] = rank_keys(batch.column("doc_id").to_pandas(), selected).tolist()
-        reasons = batch.column("drop_reason").cast(pa.string()) if "drop_reason" in batch.column_names else None
-        active = np.ones(n, dtype=bool) if reasons is None else np.asarray(reasons.is_null().to_pylist(), dtype=bool)
-        added["_eligible"] = (active & ~np.asarray(added["contaminated"], dtype=bool)).tolist()
-        table = batch.drop_columns([c for c in [*_FINGERPRINT_TYPES, "drop_reason"] if c in batch.column_names])
-        table = table.append_column("drop_reason", reasons if reasons is not None else pa.nulls(n, pa.string()))
-        for name, typ in _FINGERPRINT_TYPES.items():
-            table = table.append_column(name, pa.array(added[name], type=typ))
-        return table
+CLEAN_SCHEMA = pa.schema(
+    [
+        *DOC_SCHEMA,
+        ("drop_reason", pa.string()),
+        ("select_reason", pa.string()),
+        ("selected", pa.bool_()),
+        ("seed_similarity", pa.float64()),
+        ("agent_score", pa.float64()),
+        ("nearest_seed", pa.string()),
+        ("source_file", pa.string()),
+        *EXTRACT_TAGS,
+    ]
+)
+CANDIDATE_COLUMNS = [
+    "doc_id", "url", "source_file", "seed_similarity", "agent_score", "nearest_seed", "contaminated",
+    "duplicate", "duplicate_of", "stream", "selected", "drop_reason", *EXTRACT_TAGS.names,
+]  # fmt: skip
+"""``candidates/``: every page's verdict and every tag the verdict came from (no text), so that
+``raypipe.select.reselect`` can re-make it with other thresholds."""
 
 
 def _tag_duplicates(batch: pd.DataFrame) -> pd.DataFrame:
@@ -155,48 +114,6 @@ def _tag_duplicates(batch: pd.DataFrame) -> pd.DataFrame:
     label_of = batch["_label_of"].astype(object) if "_label_of" in batch else none
     batch = batch.assign(duplicate=label.where(label.notna(), None), duplicate_of=label_of.where(label.notna(), None))
     return batch.drop(columns=[c for c in _WORK_COLUMNS if c in batch])
-
-
-_LABELS = pa.schema([("_label_reason", pa.string()), ("_label_of", pa.string())])
-_IS_LABEL = "_is_label"
-
-
-def _keyed(batch: pa.Table, schema: pa.Schema, is_label: bool, partitions: int) -> pa.Table:
-    """Rows of either side of the label merge in the one schema both share (the fingerprints' and
-    the label columns; absent ones null), with a side marker and the hash partition of ``doc_id``."""
-    n, present = batch.num_rows, set(batch.column_names)
-    columns = [batch.column(f.name).cast(f.type) if f.name in present else pa.nulls(n, f.type) for f in schema]
-    table = pa.Table.from_arrays(columns, schema=schema)
-    table = table.append_column(_IS_LABEL, pa.array([is_label] * n, pa.bool_()))
-    partition = partition_of(pd.Series(table.column("doc_id").to_pylist(), dtype=object), partitions)
-    return table.append_column(PARTITION, pa.array(partition, pa.int64()))
-
-
-def _merge_labels(group: pa.Table) -> pa.Table:
-    """One hash partition: each row with its label, if any (exact before near for a row with both)."""
-    is_label = group.column(_IS_LABEL)
-    labels = group.filter(is_label).select(["doc_id", *_LABELS.names]).sort_by([("_label_reason", "descending")])
-    lookup = {d: (r, o) for d, r, o in zip(*(labels.column(c).to_pylist() for c in labels.column_names), strict=True)}
-    rows = group.filter(pc.invert(is_label)).drop_columns([*_LABELS.names, _IS_LABEL, PARTITION])
-    found = [lookup.get(d, (None, None)) for d in rows.column("doc_id").to_pylist()]
-    for i, field in enumerate(_LABELS):
-        rows = rows.append_column(field, pa.array([f[i] for f in found], field.type))
-    return rows
-
-
-def attach_labels(
-    rows: ray.data.Dataset, labels: ray.data.Dataset, schema: pa.Schema, partitions: int
-) -> ray.data.Dataset:
-    """``rows`` with ``_label_reason``/``_label_of`` from ``labels`` (``doc_id``-keyed), by one hash
-    shuffle of both sides together. Ray Data's own join fails on a partition that one side sends
-    no block to (seen with a few labels over two partitions), and needs polars."""
-    schema = pa.schema([f for f in schema if f.name not in _LABELS.names] + list(_LABELS))
-    both = map_table(rows, _keyed, schema=schema, is_label=False, partitions=partitions).union(
-        map_table(labels, _keyed, schema=schema, is_label=True, partitions=partitions)
-    )
-    return both.groupby(PARTITION, num_partitions=partitions).map_groups(
-        _merge_labels, batch_format="pyarrow", num_cpus=LIGHT_TASK_CPUS
-    )
 
 
 def _first_part(fs: pafs.FileSystem, path: str) -> str:
@@ -327,7 +244,7 @@ def _precision(
     return report
 
 
-def run_clean(
+def clean_documents(
     ds: ray.data.Dataset,
     cfg: RunConfig,
     store: OutputStore,
@@ -459,3 +376,89 @@ def run_clean(
     }
     log.info("clean phase: %d documents, dropped %s, kept %d", documents, counts, stats["kept"])
     return result, stats
+
+
+def _as_clean_table(frame: pd.DataFrame) -> pa.Table:
+    """One schema for pages and seeds, so the two can be unioned and shuffled together."""
+    frame = frame.reindex(columns=CLEAN_SCHEMA.names)
+    frame = frame.astype(object).where(frame.notna(), None)
+    return pa.Table.from_pandas(frame, schema=CLEAN_SCHEMA, preserve_index=False)
+
+
+def clean_input(batch: pd.DataFrame) -> pa.Table:
+    """Scored pages -> clean-phase rows. The score phase's verdict routed each kept page to a
+    stream; a ``text`` page's reason for not being selected moves to ``select_reason`` so that
+    ``drop_reason`` names only pages out of the corpus (those take no part in cleaning)."""
+    out = batch.copy()
+    kept = out["stream"].notna()
+    out["select_reason"] = out["drop_reason"].where(out["stream"].eq("text"), None)
+    out["drop_reason"] = out["drop_reason"].where(~kept, None)
+    out["source"] = "web"
+    out["license"] = None
+    return _as_clean_table(out)
+
+
+def seed_documents(seeds: pd.DataFrame) -> pa.Table:
+    """Seeds join the agent stream (and so dedup and decontamination) as documents of their own."""
+    return _as_clean_table(
+        pd.DataFrame(
+            {
+                "doc_id": "seed:" + seeds["id"].astype(str),
+                "url": "seed:" + seeds["id"].astype(str),
+                "text": seeds["text"],
+                "stream": "agent",
+                "source": "seed:" + seeds["source"].astype(str),
+                "license": seeds["license"],
+                "selected": True,
+            }
+        )
+    )
+
+
+def dataset_documents(batch: pd.DataFrame) -> pa.Table:
+    """Documents of a configured dataset (``mix.code`` / ``mix.text``) as clean-phase rows: they
+    are decontaminated and deduplicated like pages (benchmark answers are code)."""
+    return _as_clean_table(batch)
+
+
+def run(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
+    """Phase 3: decontamination, exact and near dedup over agent pages, text pages, seeds and the
+    configured code and text datasets, global across the run; writes ``clean/documents`` (with
+    text) and ``candidates/`` (every web page, no text)."""
+    done = state.finished("clean")
+    if done:
+        log.info("clean: already done, skipping")
+        return done
+    start = time.time()
+    state.set_phase("clean", "running", started=start)
+    pages = map_table(read_parts(store, SCORED), clean_input, batch_format="pandas")
+    seed_table = load_seed_table(cfg, store)
+    seeds = ray.data.from_arrow(seed_documents(seed_table))
+    datasets = [
+        map_table(ds, dataset_documents, batch_format="pandas")
+        for ds in configured_streams(cfg.mix, cfg.storage).values()
+    ]
+    # Keys found in the seeds (API docs the benchmarks share, PROVENANCE.md) are dropped from the
+    # index, so no seed is ever flagged while benchmark-only questions, calls and schemas are.
+    cleaned, clean_stats = clean_documents(pages.union(seeds, *datasets), cfg, store, allowed=seed_table["text"])
+    rows = write_dataset(cleaned, cfg, store, CLEAN)
+    pages_only = read_parts(store, CLEAN).filter(lambda row: row["source"] == "web", num_cpus=LIGHT_TASK_CPUS)
+    candidates = write_dataset(pages_only, cfg, store, CANDIDATES, columns=CANDIDATE_COLUMNS)
+    summary = {"documents": rows, "candidates": candidates, **clean_stats, "seconds": round(time.time() - start, 2)}
+    summary.update(clean_funnel(clean_stats))
+    state.set_phase("clean", "done", started=start, summary=summary)
+    return summary
+
+
+def clean_funnel(clean_stats: dict[str, Any]) -> dict[str, Any]:
+    """The clean phase's rows of the run's funnel and its drop reasons: documents that reached it
+    (quality-kept pages of both streams, plus the seeds) and those it kept; a page dropped earlier
+    is counted under the phase that dropped it, not again here."""
+    entering = clean_stats["documents"] - clean_stats["dropped_earlier"]
+    return {
+        "funnel": [
+            {"stage": "clean_input", "documents": entering},
+            {"stage": "clean_kept", "documents": clean_stats["kept"]},
+        ],
+        "drop_reasons": {k: v for k, v in sorted(clean_stats["dropped"].items()) if v},
+    }

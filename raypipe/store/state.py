@@ -22,7 +22,7 @@ import json
 import time
 from typing import Any
 
-from raypipe.storage import OutputStore
+from raypipe.store.storage import OutputStore
 
 STATE = "_state"
 # The phases whose output each phase reads: redoing one of them makes the reader stale.

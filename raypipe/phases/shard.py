@@ -20,21 +20,15 @@ marked complete, and a bad config fails before it touches a finished output.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
-import math
+import time
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from raypipe.config import RunConfig, ShardsConfig, StorageConfig
+from raypipe.config import RunConfig
 from raypipe.mix import (
     Generation,
     KeyHistogram,
@@ -47,141 +41,18 @@ from raypipe.mix import (
     selection_columns,
     units_of,
 )
-from raypipe.shards.layout import SHARD_KEY, bucket_keys, documents_key, shard_name
-from raypipe.shards.manifest import DATASHEET, DOCUMENTS, MANIFEST, build_manifest, render_datasheet, write_manifest
-from raypipe.shards.megatron import token_dtype, validate_shard, write_shard
-from raypipe.shards.tokenizer import TokenizeDocs, load_tokenizer, without_surrogates
-from raypipe.stage import map_table
-from raypipe.storage import OutputStore
-from raypipe.streams import DOC_SCHEMA
+from raypipe.shards.inputs import NormalizeStream, pick
+from raypipe.shards.layout import SHARD_KEY, documents_key
+from raypipe.shards.tokenizer import TokenizeDocs, load_tokenizer
+from raypipe.shards.writer import SUMMARY_COLUMNS, WRITER_CPUS, write_bucket
+from raypipe.stage import LIGHT_TASK_CPUS, map_table
+from raypipe.store.manifest import DATASHEET, DOCUMENTS, MANIFEST, build_manifest, render_datasheet, write_manifest
+from raypipe.store.megatron import token_dtype
+from raypipe.store.parts import CLEAN, read_parts
+from raypipe.store.state import RunState
+from raypipe.store.storage import OutputStore
 
 log = logging.getLogger(__name__)
-
-INPUT_SCHEMA = pa.schema([*DOC_SCHEMA, ("seed_similarity", pa.float64()), ("agent_score", pa.float64())])
-INDEX_COLUMNS = ["shard", "sequence", "stream", "source", "doc_id", "url", "license", "tokens", "repeat"]
-SCORE_COLUMNS = ["seed_similarity", "agent_score"]
-SUMMARY_COLUMNS = [
-    "path",
-    "documents",
-    "tokens",
-    "bin_bytes",
-    "sha256",
-    "idx_sha256",
-    "stream",
-    "repeat",
-    "generation",
-    "text_bytes",
-    "sources",
-]
-"""One row per written shard: what :func:`write_bucket` returns and the manifest is built from."""
-WRITER_CPUS = 0.5
-"""CPUs per shard-writer task: it mostly waits on storage."""
-
-
-def _as_text(value: Any) -> str | None:
-    """A string Arrow can hold (UTF-8, so lone surrogates are repaired), or None for a missing value."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    text = value if isinstance(value, str) else str(value)
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return without_surrogates(text)
-    return text
-
-
-class NormalizeStream:
-    """Brings one stream's rows to ``INPUT_SCHEMA`` (missing optional columns become nulls), so streams union."""
-
-    def __init__(self, stream: str):
-        self.stream = stream
-
-    def __call__(self, batch: pd.DataFrame) -> pa.Table:
-        out = pd.DataFrame(index=batch.index)
-        for field in INPUT_SCHEMA:
-            floating = pa.types.is_floating(field.type)
-            if field.name == "stream":
-                out["stream"] = self.stream
-            elif field.name not in batch:
-                out[field.name] = np.nan if floating else None
-            elif floating:
-                out[field.name] = pd.to_numeric(batch[field.name], errors="coerce")
-            else:
-                out[field.name] = batch[field.name].map(_as_text)
-        return pa.Table.from_pandas(out, schema=INPUT_SCHEMA, preserve_index=False)
-
-
-def pick(batch: pa.Table, stream: str, generation: int, span: Generation) -> pa.Table:
-    """The rows of one generation (``span.lo <= key < span.hi``), each tagged with its shard's bucket key."""
-    key = batch.column("key")
-    rows = batch.filter(pc.and_(pc.greater_equal(key, span.lo), pc.less(key, span.hi)))
-    units = rows.column("unit").to_numpy()
-    hashes = rows.column("bucket_hash").to_numpy()
-    return rows.append_column(SHARD_KEY, bucket_keys(stream, generation, units, hashes, span.buckets))
-
-
-def write_bucket(
-    group: pa.Table, output: str, storage: StorageConfig, shards: ShardsConfig, dtype: str, generation: int
-) -> pa.Table:
-    """Write one bucket as one shard and its ``documents/`` part; return the shard's summary row.
-
-    Documents go in ``bucket_hash`` order (a seeded shuffle, the same on every run); the shard is
-    named by its documents, validated after writing, and described by one row (what the manifest needs).
-    """
-    group = group.sort_by([("bucket_hash", "ascending"), ("doc_id", "ascending")])
-    stream = group.column("stream")[0].as_py()
-    doc_ids = group.column("doc_id").to_pylist()
-    path = shard_name(shards.prefix, stream, doc_ids)
-    tokens = group.column("tokens").combine_chunks()
-    offsets = tokens.offsets.to_numpy()
-    offsets = offsets - offsets[0]  # a sliced list array's offsets start where its slice does
-    values = tokens.flatten().to_numpy()
-    sequences = [values[offsets[i] : offsets[i + 1]] for i in range(len(doc_ids))]
-    lengths = np.diff(offsets).astype(np.int64)
-    store = OutputStore(output, storage)
-    files = write_shard(store, path, sequences, np.dtype(dtype), shards.write_chunk_bytes)
-    validate_shard(store, files, np.dtype(dtype), lengths)
-
-    units = group.column("unit").to_numpy()
-    index = pa.table(
-        {
-            "shard": [path] * len(doc_ids),
-            "sequence": np.arange(len(doc_ids), dtype=np.int64),
-            "stream": group.column("stream"),
-            "source": group.column("source"),
-            "doc_id": group.column("doc_id"),
-            "url": group.column("url"),
-            "license": group.column("license"),
-            "tokens": lengths,
-            "repeat": units,
-            **{c: group.column(c) for c in SCORE_COLUMNS},
-        }
-    )
-    buf = io.BytesIO()
-    pq.write_table(index, buf)
-    store.write_bytes(documents_key(path), buf.getvalue())
-
-    frame = pd.DataFrame(
-        {"source": group.column("source").to_pandas().fillna("unknown"), "license": group.column("license").to_pandas()}
-    )
-    frame["tokens"] = lengths
-    sources = {
-        src: {
-            "documents": len(rows),
-            "tokens": int(rows["tokens"].sum()),
-            "licenses": sorted({str(v) for v in rows["license"].dropna()}),
-        }
-        for src, rows in frame.groupby("source", sort=True)
-    }
-    summary = {
-        **asdict(files),
-        "stream": stream,
-        "repeat": int(units[0]),
-        "generation": generation,
-        "text_bytes": int(pc.sum(group.column("n_bytes")).as_py()),
-        "sources": json.dumps(sources, sort_keys=True),
-    }
-    return pa.Table.from_pylist([summary])
 
 
 def prepare(data: Any, stream: str, cfg: RunConfig, seed: int) -> Any:
@@ -332,4 +203,35 @@ def run_shard(streams: Mapping[str, Any], cfg: RunConfig, store: OutputStore, fu
     manifest = build_manifest(cfg, records, weights, described, mix, funnel)
     store.write_text(DATASHEET, render_datasheet(manifest, cfg))
     write_manifest(store, manifest)
+    return manifest
+
+
+def run(
+    cfg: RunConfig, store: OutputStore, state: RunState, funnel: list[dict], warnings: list[str] | None = None
+) -> dict[str, Any]:
+    """Phase 4: the streams (agent = selected clean pages + seeds; text = clean general pages or a
+    configured dataset; code = the configured dataset) mixed by tokens into Megatron shards. Every
+    stream is read from ``clean/documents``: the configured datasets went through the clean phase.
+    ``warnings`` (an earlier phase's, such as a missing benchmark source) go into the datasheet."""
+    start = time.time()
+    state.set_phase("shard", "running", started=start)
+    docs = read_parts(store, CLEAN)
+    keep = ["doc_id", "url", "text", "stream", "source", "license", "seed_similarity", "agent_score"]
+
+    def stream(name: str, web: bool = True) -> Any:
+        def wanted(row: dict[str, Any]) -> bool:
+            return row["stream"] == name and (web or row["source"] != "web")
+
+        return docs.filter(wanted, num_cpus=LIGHT_TASK_CPUS).select_columns(keep)
+
+    # A configured text dataset replaces the crawl's general pages as the text stream.
+    streams: dict[str, Any] = {"agent": stream("agent"), "text": stream("text", web=cfg.mix.text is None)}
+    if cfg.mix.code is not None:
+        streams["code"] = stream("code")
+    missing = sorted(set(cfg.mix.ratio) - set(streams))
+    if missing:
+        raise RuntimeError(f"mix.ratio names streams with no source: {missing} (set mix.code / mix.text)")
+    run_info = {"stages": funnel, "warnings": list(warnings or [])}
+    manifest = run_shard({k: v for k, v in streams.items() if k in cfg.mix.ratio}, cfg, store, run_info)
+    state.set_phase("shard", "done", started=start, shards=len(manifest["shards"]))
     return manifest

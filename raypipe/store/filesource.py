@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raypipe.stage import LIGHT_TASK_CPUS
-from raypipe.storage import RetryPolicy, is_retriable
+from raypipe.store.storage import RetryPolicy, is_retriable
 
 ReadFile = Callable[[str], Iterator[pa.Table]]
 

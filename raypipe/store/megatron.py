@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raypipe.storage import OutputStore, StorageError
+from raypipe.store.storage import OutputStore, StorageError
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
 INDEX_VERSION = 1

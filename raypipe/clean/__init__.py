@@ -1,0 +1,1 @@
+"""The clean phase's stages and operations: decontamination, row-local signals, label attachment."""
