@@ -42,7 +42,7 @@ from raypipe.config import RunConfig
 from raypipe.dedup.precision import exact_jaccard
 from raypipe.phases.clean import clean_documents
 from raypipe.store.storage import OutputStore
-from tests.planted import base_texts, benchmark_index, mutate
+from tests.support.planted import base_texts, benchmark_index, mutate
 
 DATA = Path(os.environ.get("RAYPIPE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -1,6 +1,6 @@
 """Fuzz target: 10,000+ generated cases through the WARC reader and the extractor.
 
-Each case is checked by ``tests/fuzz_targets.py`` (no exception escapes; every record is a row or
+Each case is checked by ``tests/support/fuzz_targets.py`` (no exception escapes; every record is a row or
 a counted skip; every page keeps a row with a reason). Failures are counted, not raised, so one
 run reports how many cases ran and how many broke; the first few are printed with their input.
 
@@ -28,7 +28,7 @@ from collections import Counter  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
 from tests.conftest import shared_data_dir  # noqa: E402
-from tests.fuzz_targets import check_extract, check_warc, html_cases, warc_cases  # noqa: E402
+from tests.support.fuzz_targets import check_extract, check_warc, html_cases, warc_cases  # noqa: E402
 
 
 def run(name: str, strategy, target, examples: int, rng_seed: int, counts: Counter, failures: list) -> None:

@@ -19,7 +19,7 @@ import pytest
 from raypipe.config import StorageConfig
 from raypipe.report import MISSING, render_report, score_histogram, top_domains, write_report
 from raypipe.store.storage import OutputStore
-from tests.forge_runs import run_job, short_tmp
+from tests.support.forge_runs import run_job, short_tmp
 
 PHASES = ("seeds", "extract", "score", "clean", "shard")
 

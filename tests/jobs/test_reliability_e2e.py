@@ -10,7 +10,7 @@ server) survives what production throws at it, with output identical to an unint
   loopback only.
 
 One uninterrupted reference run serves every comparison. Inputs: real WARCs from ../shared/data
-plus damaged files built from real records at test time (tests/bad_warcs.py).
+plus damaged files built from real records at test time (tests/support/bad_warcs.py).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import pytest
 from devtools.local_s3 import ACCESS_KEY, SECRET_KEY
 from raypipe.config import StorageConfig
 from raypipe.store.storage import StorageError, read_bytes
-from tests.bad_warcs import MAX_HTML_BYTES, MAX_RECORD_BYTES, build_bad_warcs
-from tests.faulty_proxy import FaultyProxy
-from tests.forge_runs import (
+from tests.support.bad_warcs import MAX_HTML_BYTES, MAX_RECORD_BYTES, build_bad_warcs
+from tests.support.faulty_proxy import FaultyProxy
+from tests.support.forge_runs import (
     JobRun,
     assert_same_output,
     files_under,

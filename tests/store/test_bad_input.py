@@ -15,7 +15,7 @@ from raypipe.config import ConfigError, ExtractConfig, QualityConfig, StorageCon
 from raypipe.extract import extract_and_select
 from raypipe.store.storage import StorageError, expand_inputs
 from raypipe.store.warc import read_warc_file
-from tests.bad_warcs import MAX_HTML_BYTES, MAX_RECORD_BYTES, build_bad_warcs
+from tests.support.bad_warcs import MAX_HTML_BYTES, MAX_RECORD_BYTES, build_bad_warcs
 
 CFG = ExtractConfig(max_html_bytes=MAX_HTML_BYTES, max_record_bytes=MAX_RECORD_BYTES)
 

@@ -21,7 +21,7 @@ from raypipe.clean.decontam import (
 )
 from raypipe.config import DecontamConfig, SeedsConfig, StorageConfig
 from raypipe.seeds import load_seeds
-from tests.planted import base_texts, benchmark_index
+from tests.support.planted import base_texts, benchmark_index
 
 BFCL = "bfcl_v4/BFCL_v4_simple_python.json.gz"
 

@@ -1,6 +1,6 @@
 """Hypothesis strategies and checked targets for fuzzing the WARC reader and the extractor.
 
-Shared by the suite (``tests/test_fuzz.py``, a small budget) and ``bench/fuzz.py`` (10,000+ cases).
+Shared by the suite (``tests/store/test_fuzz.py``, a small budget) and ``bench/fuzz.py`` (10,000+ cases).
 WARC cases start from real gzip members of ../shared/data WARC files and damage them the ways
 real archives break: flipped bits, cut files, bytes inserted or deleted, mangled WARC headers,
 binary bodies labelled HTML, whole files left uncompressed. HTML cases are random bytes, text in

@@ -15,7 +15,7 @@ from raypipe.config import DedupConfig, RunConfig
 from raypipe.dedup.components import connected_components
 from raypipe.phases.clean import clean_documents
 from raypipe.store.storage import OutputStore
-from tests.planted import benchmark_index, max_cross_cluster_jaccard, planted_corpus
+from tests.support.planted import benchmark_index, max_cross_cluster_jaccard, planted_corpus
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +126,7 @@ def test_seeds_then_selected_pages_survive(local_ray, shared_data: Path, tmp_pat
     and near), on a real local Ray."""
     import random
 
-    from tests.planted import base_texts, mutate
+    from tests.support.planted import base_texts, mutate
 
     rng = random.Random(4)
     seed_text, page_text, other = [t for _, t in base_texts(shared_data, min_words=400)[40:43]]
@@ -172,7 +172,7 @@ def test_code_and_text_datasets_go_through_the_clean_phase(local_ray, shared_dat
     from raypipe.phases.clean import run as run_clean_phase
     from raypipe.store.parts import CLEAN, SCORED, read_parts
     from raypipe.store.state import RunState
-    from tests.planted import base_texts, benchmark_questions
+    from tests.support.planted import base_texts, benchmark_questions
 
     with gzip.open(shared_data / "mix" / "code" / "pypi_python_code.jsonl.gz", "rt") as f:
         code = [json.loads(line) for _, line in zip(range(4), f, strict=False)]

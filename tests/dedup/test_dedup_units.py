@@ -17,7 +17,7 @@ from raypipe.dedup.lsh import bucket_edges, bucket_rows, candidate_probability
 from raypipe.dedup.minhash import DedupFingerprinter
 from raypipe.dedup.normalize import normalize_text, text_hash
 from raypipe.dedup.precision import exact_jaccard
-from tests.planted import base_texts, benchmark_index, benchmark_questions, mutate, seed_api_docs
+from tests.support.planted import base_texts, benchmark_index, benchmark_questions, mutate, seed_api_docs
 
 
 def test_normalization_ignores_case_spacing_and_composition_but_not_words() -> None:

@@ -16,7 +16,6 @@ from collections import Counter
 import pandas as pd
 import pytest
 import yaml
-from crawl_site import DocServer, Page, build_api_site, build_click_site, load_docs, page
 from fastwarc.warc import ArchiveIterator as FastArchiveIterator
 from fastwarc.warc import WarcRecordType
 from warcio.archiveiterator import ArchiveIterator
@@ -29,6 +28,7 @@ from raypipe.crawl.shard import FrontierItem, ShardCrawler
 from raypipe.crawl.urls import shard_of
 from raypipe.store.storage import OutputStore, read_bytes
 from raypipe.store.warc import read_warc_file
+from tests.support.crawl_site import DocServer, Page, build_api_site, build_click_site, load_docs, page
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from raypipe.retrieve.index import knn_mean
 from raypipe.retrieve.stage import page_scores
 from raypipe.seeds import LoadReport, load_seed_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # knn=1 and both kinds: a page that is a seed finds itself (cosine 1), whatever the defaults
 CFG = RetrieveConfig(seed_max_chunks=2, max_chunks=2, batch_size=16, knn=1, index_kinds=["api_doc", "trajectory"])
 

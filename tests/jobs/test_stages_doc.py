@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from tests.conftest import REPO
-from tests.forge_runs import run_job, short_tmp
+from tests.support.forge_runs import run_job, short_tmp
 
 DOC = REPO / "docs" / "stages.md"
 
@@ -51,7 +51,7 @@ def test_the_documented_filter_drops_pages_in_a_real_job(shared_data: Path, tmp_
 
 
 def test_the_documented_near_dedup_pipeline(local_ray, shared_data: Path, tmp_path: Path) -> None:
-    from tests.planted import planted_corpus
+    from tests.support.planted import planted_corpus
 
     corpus = planted_corpus(shared_data, unique=30, exact_clusters=0, near_clusters=5)
     (tmp_path / "my_docs").mkdir()

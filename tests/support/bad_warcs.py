@@ -1,7 +1,7 @@
 """Damaged WARC files built at test time from real records of ../shared/data (never copied into
 the repo): each breaks one way real archives break, and says what the reader must count.
 
-Used by ``tests/test_bad_input.py`` (reader and extractor, no Ray) and by the end-to-end
+Used by ``tests/store/test_bad_input.py`` (reader and extractor, no Ray) and by the end-to-end
 reliability tests (the whole job over them must complete and its funnel must add up).
 """
 
@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.fuzz_targets import split_members
+from tests.support.fuzz_targets import split_members
 
 # Config the e2e runs use too: small caps so "enormous" pages stay small on disk.
 MAX_HTML_BYTES = 200_000

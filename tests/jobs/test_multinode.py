@@ -2,7 +2,7 @@
 
 A head that runs no work (``--num-cpus=0``, as in k8s/) and two worker nodes told apart by
 custom resources (``node_a``, ``node_b``); the job is submitted with ``--working-dir`` of the
-repository, the way docs/deploy.md submits the real one. tests/ray_cluster.py holds the cluster,
+repository, the way docs/deploy.md submits the real one. tests/support/ray_cluster.py holds the cluster,
 so the real job can be submitted to it the same way.
 """
 
@@ -14,9 +14,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ray_cluster import local_ray_cluster
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.ray_cluster import local_ray_cluster
+
+REPO = Path(__file__).resolve().parents[2]
 WORKERS = {"node_a": {"node_a": 1}, "node_b": {"node_b": 1}}
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -26,7 +27,7 @@ def test_ray_job_submit_runs_tasks_on_both_worker_nodes() -> None:
     submission_id = f"multinode-{uuid.uuid4().hex[:8]}"
     with local_ray_cluster(WORKERS, cpus_per_worker=1, timeout_s=240) as cluster:
         done = cluster.submit(
-            ["python", "tests/multinode_job.py", "node_a,node_b", "3"],
+            ["python", "tests/support/multinode_job.py", "node_a,node_b", "3"],
             working_dir=REPO,
             timeout_s=360,
             submission_id=submission_id,

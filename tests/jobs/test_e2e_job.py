@@ -17,12 +17,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
-from megatron_blend import blended_shares
-from ray_cluster import local_ray_cluster
 from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeadersParser
 
 from tests.conftest import REPO
+from tests.support.megatron_blend import blended_shares
+from tests.support.ray_cluster import local_ray_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 WORKERS = {"node_a": {"node_a": 1}, "node_b": {"node_b": 1}}

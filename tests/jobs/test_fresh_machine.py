@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.forge_runs import run_job, short_tmp
+from tests.support.forge_runs import run_job, short_tmp
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 CRAWL = "CC-MAIN-2024-22"

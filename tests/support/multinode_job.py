@@ -1,4 +1,4 @@
-"""A small Ray job for tests/test_multinode.py: tasks pinned to each worker node say where they ran.
+"""A small Ray job for tests/jobs/test_multinode.py: tasks pinned to each worker node say where they ran.
 
 Submitted with ``ray job submit --working-dir <repo>``, so it also proves that the working dir
 reaches the driver and the workers: raypipe is importable only from there.

@@ -15,7 +15,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
-from megatron_blend import blended_shares
 
 from raypipe.cli import main as raypipe_main
 from raypipe.config import DatasetSourceConfig, RunConfig, StorageConfig, TokenizerConfig
@@ -23,6 +22,7 @@ from raypipe.phases.shard import run_shard
 from raypipe.shards.tokenizer import llama3_model_path, load_tokenizer
 from raypipe.store.storage import OutputStore
 from raypipe.streams import configured_streams, read_dataset_file
+from tests.support.megatron_blend import blended_shares
 
 pytestmark = [
     pytest.mark.integration,

@@ -10,7 +10,7 @@ import pytest
 
 from raypipe.config import StorageConfig
 from raypipe.store.storage import OutputStore, StorageError, expand_inputs, read_bytes
-from tests.faulty_proxy import FaultyProxy
+from tests.support.faulty_proxy import FaultyProxy
 
 pytestmark = pytest.mark.integration
 BUCKET = "rp-proxy"

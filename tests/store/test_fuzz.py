@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import shared_data_dir
-from tests.fuzz_targets import check_extract, check_warc, html_cases, real_members, warc_cases
+from tests.support.fuzz_targets import check_extract, check_warc, html_cases, real_members, warc_cases
 
 BUDGET = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
