@@ -100,7 +100,9 @@ class QualityConfig(Section):
     max_ellipsis_lines_ratio: float = Field(0.3, description="Max fraction of lines ending with an ellipsis.")
     max_duplicate_line_fraction: float = Field(0.3, description="Max fraction of lines that are repeats.")
     max_duplicate_paragraph_fraction: float = Field(0.3, description="Max fraction of repeated paragraphs.")
-    min_alpha_word_fraction: float = Field(0.8, description="Min fraction of words with a letter in them.")
+    min_alpha_word_fraction: float = Field(
+        0.8, description="Min fraction of words with a letter in them, over prose lines (code lines left out)."
+    )
     min_stop_words: int = Field(2, ge=0, description="English only: at least this many stop words.")
 
 

@@ -60,6 +60,19 @@ def test_quality_signals_and_verdict():
     assert quality_verdict(quality_signals(bullets, "en"), QualityConfig()) == "quality:bullet_lines"
 
 
+def test_alpha_words_counts_the_prose_of_a_documentation_page_not_its_code_examples():
+    prose = "The client keeps one connection per host and retries a request when the server resets it. "
+    code = "\n".join(["x = f(a, b)", "y = {'k': 1, 'n': [2, 3]}", "z = x + y * 2 - 1", "print(z) # 7"] * 12)
+    page = "\n".join([prose * 2, code, prose * 2])
+    sig = quality_signals(page, "en")
+    assert sig["alpha_word_fraction"] > 0.95  # the code lines are left out
+    assert quality_verdict(sig, QualityConfig()) != "quality:alpha_words"
+    words = page.split()  # over all words the examples sink it, as Gopher's rule had it
+    assert sum(any(c.isalpha() for c in w) for w in words) / len(words) < QualityConfig().min_alpha_word_fraction
+    table = "\n".join(f"{i}  {i * 7}  {i * 13}  0.{i}" for i in range(200))  # a number table is no prose
+    assert quality_signals(prose + "\n" + table, "en")["alpha_word_fraction"] < 0.1
+
+
 def test_stage_gives_every_dropped_page_a_reason(shared_data):
     from raypipe.config import StorageConfig
     from raypipe.store.warc import read_warc_file
