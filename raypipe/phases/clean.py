@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
@@ -421,6 +422,10 @@ def dataset_documents(batch: pd.DataFrame) -> pa.Table:
     return _as_clean_table(batch)
 
 
+def _web_pages(batch: pa.Table) -> pa.Table:
+    return batch.filter(pc.fill_null(pc.equal(batch.column("source"), "web"), False))
+
+
 def run(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
     """Phase 3: decontamination, exact and near dedup over agent pages, text pages, seeds and the
     configured code and text datasets, global across the run; writes ``clean/documents`` (with
@@ -442,7 +447,7 @@ def run(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
     # index, so no seed is ever flagged while benchmark-only questions, calls and schemas are.
     cleaned, clean_stats = clean_documents(pages.union(seeds, *datasets), cfg, store, allowed=seed_table["text"])
     rows = write_dataset(cleaned, cfg, store, CLEAN)
-    pages_only = read_parts(store, CLEAN).filter(lambda row: row["source"] == "web", num_cpus=LIGHT_TASK_CPUS)
+    pages_only = map_table(read_parts(store, CLEAN), _web_pages)
     candidates = write_dataset(pages_only, cfg, store, CANDIDATES, columns=CANDIDATE_COLUMNS)
     summary = {"documents": rows, "candidates": candidates, **clean_stats, "seconds": round(time.time() - start, 2)}
     summary.update(clean_funnel(clean_stats))
