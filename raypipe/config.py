@@ -36,9 +36,9 @@ class StorageConfig(Section):
         8, ge=0, description="Retries of one request on 429/5xx, SlowDown and resets (S3: by botocore alone)."
     )
     backoff_base_s: float = Field(
-        0.5, gt=0, description="First HTTPS retry or mid-body resume delay; doubles each time, with jitter."
+        0.5, gt=0, description="Least wait before a retry (HTTPS, S3 input GETs) or mid-body resume; doubles, jittered."
     )
-    backoff_max_s: float = Field(20.0, gt=0, description="Upper bound for one HTTPS retry or resume delay.")
+    backoff_max_s: float = Field(20.0, gt=0, description="Upper bound for one such retry or resume delay.")
     requests_per_second: float | None = Field(
         None,
         gt=0,

@@ -147,7 +147,8 @@ class RetryPolicy:
     """Exponential backoff with full jitter, so many workers never retry in lockstep.
 
     Used where raypipe itself retries: HTTPS requests, pauses before resuming a stream that broke
-    mid-body, and the crawler. S3 requests are retried by botocore alone (see ``botocore_retries``).
+    mid-body, and the crawler. S3 input GETs are retried by botocore alone (see ``botocore_retries``),
+    which waits as this policy says (see ``BotocoreBackoff``).
     """
 
     retries: int = 8
@@ -169,9 +170,68 @@ def botocore_retries(cfg: StorageConfig) -> dict[str, Any]:
 
     Adaptive mode is standard mode (exponential backoff with jitter on throttling, 5xx and broken
     connections, within a retry quota) plus a client-side rate that drops after throttling. botocore
-    counts ``total_max_attempts`` including the first try.
+    counts ``total_max_attempts`` including the first try. Its own backoff ignores
+    ``storage.backoff_base_s``; the input client replaces it (``use_storage_backoff``).
     """
     return {"mode": "adaptive", "total_max_attempts": cfg.retries + 1}
+
+
+class BotocoreBackoff:
+    """``RetryPolicy``'s waits for botocore's retry handler (botocore's ``BaseRetryBackoff`` interface).
+
+    Why: botocore has no setting for its backoff, and its own waits ``rand(0, 1) * 2 ** n`` seconds,
+    so a retry can follow a 503 SlowDown within milliseconds, sooner than ``storage.backoff_base_s``
+    promises a source. Each retry is logged (botocore retries silently), naming the object.
+    """
+
+    def __init__(self, policy: RetryPolicy, max_attempts: int):
+        self.policy = policy
+        self.max_attempts = max_attempts
+
+    def delay_amount(self, context: Any) -> float:
+        """The wait before the retry that follows attempt ``context.attempt_number`` (1 = first try)."""
+        wait = self.policy.delay(context.attempt_number - 1)
+        params = context.request_context.get("input_params") or {}
+        what = f"s3://{params['Bucket']}/{params['Key']}" if "Key" in params else "s3 request"
+        exc = context.caught_exception
+        cause = context.get_error_code() or (type(exc).__name__ if exc is not None else "an error")
+        log.warning(
+            "retrying S3 %s %s in %.2fs after %s (attempt %d of %d)",
+            context.operation_model.name,
+            redact(what),
+            wait,
+            cause,
+            context.attempt_number + 1,
+            self.max_attempts,
+        )
+        return wait
+
+
+def use_storage_backoff(client: Any, cfg: StorageConfig) -> None:
+    """Make botocore's retries of ``client`` wait as ``storage.backoff_base_s``/``backoff_max_s`` say.
+
+    botocore builds its standard retry handler from parts (retry conditions, retry quota, backoff)
+    and registers it on ``needs-retry`` under one id. We register the same parts with our backoff
+    under that id in its place: botocore still decides what to retry and how often (one retry
+    layer, ``storage.retries``), adaptive mode still adjusts its rate, and only the wait changes.
+    """
+    from botocore.retries import quota, standard
+
+    service = client.meta.service_model.service_id.hyphenize()
+    attempts = cfg.retries + 1
+    retry_quota = standard.RetryQuotaChecker(quota.RetryQuota())
+    handler = standard.RetryHandler(
+        retry_policy=standard.RetryPolicy(
+            retry_checker=standard.StandardRetryConditions(max_attempts=attempts),
+            retry_backoff=BotocoreBackoff(RetryPolicy.from_config(cfg), attempts),
+        ),
+        retry_event_adapter=standard.RetryEventAdapter(),
+        retry_quota=retry_quota,
+    )
+    events = client.meta.events
+    events.unregister(f"needs-retry.{service}", unique_id=f"retry-config-{service}")
+    events.register(f"needs-retry.{service}", handler.needs_retry, unique_id=f"retry-config-{service}")
+    events.register(f"after-call.{service}", retry_quota.release_retry_quota)
 
 
 def s3_endpoint(cfg: StorageConfig) -> str | None:
@@ -216,6 +276,8 @@ def _s3_client(cfg: StorageConfig) -> Any:
         cfg.region or os.environ.get("AWS_REGION", "us-east-1"),
         cfg.anonymous,
         cfg.retries,
+        cfg.backoff_base_s,
+        cfg.backoff_max_s,
         cfg.requests_per_second,
         cfg.request_burst,
     )
@@ -223,19 +285,33 @@ def _s3_client(cfg: StorageConfig) -> Any:
 
 @functools.cache
 def _cached_s3_client(
-    endpoint: str | None, region: str, anonymous: bool, retries: int, rate: float | None, burst: int
+    endpoint: str | None,
+    region: str,
+    anonymous: bool,
+    retries: int,
+    backoff_base_s: float,
+    backoff_max_s: float,
+    rate: float | None,
+    burst: int,
 ) -> Any:
     """One client per process and setting, so botocore's adaptive rate and retry quota see every
-    read of the process, not one file's. Every attempt of a GetObject, botocore's retries included,
-    first passes the run-wide rate limit: the gate hangs on ``before-send``, which botocore emits
-    once per attempt."""
+    read of the process, not one file's. botocore's retries wait at least ``storage.backoff_base_s``
+    (``use_storage_backoff``). Every attempt of a GetObject, botocore's retries included, first
+    passes the run-wide rate limit: the gate hangs on ``before-send``, which botocore emits once per
+    attempt."""
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
 
     from raypipe.ratelimit import request_gate
 
-    cfg = StorageConfig(retries=retries, requests_per_second=rate, request_burst=burst)
+    cfg = StorageConfig(
+        retries=retries,
+        backoff_base_s=backoff_base_s,
+        backoff_max_s=backoff_max_s,
+        requests_per_second=rate,
+        request_burst=burst,
+    )
     client = boto3.client(
         "s3",
         endpoint_url=endpoint,
@@ -247,6 +323,7 @@ def _cached_s3_client(
             read_timeout=60,
         ),
     )
+    use_storage_backoff(client, cfg)
     if rate:
         gate = request_gate(cfg)
 

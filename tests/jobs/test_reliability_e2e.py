@@ -286,8 +286,10 @@ def test_worker_killed_mid_stage_changes_nothing(client, reference, resumed):
 def test_s3_faults_identical_output_polite_retries_bounded_rate(s3_server, client, reference, work):
     sets, prefix = output("faulty")
     base_s, rate, burst = 0.2, 8.0, 2
-    # ~10% of all requests; the input objects (whose retries are measured) get 30%.
-    inputs = {f"/{BUCKET}/in/": 0.3}
+    # ~10% of all requests; the input objects (whose retries are measured) get 50%: there are only 17
+    # first GETs of them and the seeded draws land on nearly the same requests each run, so at 30% runs
+    # drew 0 or 1 retried input fault (nothing to measure), at 50% they drew 4 or 5.
+    inputs = {f"/{BUCKET}/in/": 0.5}
     with FaultyProxy(s3_server.endpoint, fault_rate=0.1, seed=20260521, path_rates=inputs, slow_s=(0.1, 0.6)) as proxy:
         env = {**s3_server.env, "AWS_ENDPOINT_URL": proxy.url}
         knobs = [
@@ -301,7 +303,8 @@ def test_s3_faults_identical_output_polite_retries_bounded_rate(s3_server, clien
     print(f"injected {dict(proxy.injected)} into {len(proxy.events)} requests")
     assert_same_output(snapshot(client, BUCKET, reference.prefix), snapshot(client, BUCKET, prefix))
 
-    # Input GETs (the Common Crawl path): retries never sooner than the backoff base, jittered.
+    # Input GETs (the Common Crawl path): retries (botocore's, and Range resumes of cut bodies) never
+    # sooner than the backoff base, jittered, and under the run-wide rate limit.
     by_key = defaultdict(list)
     for e in proxy.events:
         if e.method == "GET" and e.path.startswith(f"/{BUCKET}/in/"):
@@ -312,13 +315,7 @@ def test_s3_faults_identical_output_polite_retries_bounded_rate(s3_server, clien
         for a, b in itertools.pairwise(events)
         if a.fault in ("error_500", "slowdown_503", "reset", "reset_mid_body")
     ]
-    try:
-        _polite_input_retries(gaps, by_key, base_s, rate, burst, job.log())
-    except AssertionError as e:  # the identical-output assertion above still held
-        pytest.xfail(
-            "input-GET retry timing not yet re-established since S3 retries moved into botocore "
-            f"(one retry layer, issue 15): {e}; faults {dict(proxy.injected)}"
-        )
+    _polite_input_retries(gaps, by_key, base_s, rate, burst, job.log())
 
 
 def _assert_no_secrets(client, prefix: str, job: JobRun, secrets: list[str]) -> None:
@@ -362,4 +359,4 @@ def _polite_input_retries(gaps: list[float], by_key: dict, base_s: float, rate: 
     peak = max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts)
     assert peak <= rate + burst + 1, (peak, len(starts))
     print(f"input GETs {len(starts)}, retry gaps {sorted(round(g, 2) for g in gaps)}, peak {peak}/s")
-    assert "retrying read s3://" in log
+    assert re.search(rf"retrying (S3 GetObject )?s3://{BUCKET}/in/", log)  # botocore's retries or resumes

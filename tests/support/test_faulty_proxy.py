@@ -124,3 +124,21 @@ def test_every_botocore_attempt_passes_the_rate_limit(s3_server, s3_env, monkeyp
             read_bytes(f"s3://{BUCKET}/in/web.warc.gz", cfg)
     storage._cached_s3_client.cache_clear()
     assert len(proxy.events) == 4 and len(calls) == 4
+
+
+def test_botocore_retries_wait_at_least_the_backoff_base(s3_server, s3_env, monkeypatch, warc, caplog):
+    """botocore's own backoff (``rand(0, 1) * 2 ** n`` s) could retry a 500 within milliseconds;
+    its retries of input GETs wait ``storage.backoff_base_s`` at least, and each is logged."""
+    from raypipe import storage
+
+    cfg = StorageConfig(retries=2, backoff_base_s=0.9, backoff_max_s=0.9)
+    storage._cached_s3_client.cache_clear()
+    with FaultyProxy(s3_server.endpoint, fault_rate=1.0, kinds=("error_500",)) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        with pytest.raises(StorageError, match="InternalError"):
+            read_bytes(f"s3://{BUCKET}/in/web.warc.gz", cfg)
+    storage._cached_s3_client.cache_clear()
+    gaps = [b.t - a.t for a, b in itertools.pairwise(proxy.events)]
+    assert len(proxy.events) == 3 and min(gaps) >= 0.9, gaps  # botocore still spends exactly the budget
+    retried = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying S3 GetObject")]
+    assert len(retried) == 2 and all(f"s3://{BUCKET}/in/web.warc.gz" in m and "InternalError" in m for m in retried)
