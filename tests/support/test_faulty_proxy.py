@@ -112,7 +112,8 @@ def test_output_writes_and_reads_spend_exactly_the_retry_budget(s3_server, s3_en
 
 def test_every_botocore_attempt_passes_the_rate_limit(s3_server, s3_env, monkeypatch, warc):
     """The run-wide limiter sees retries too: botocore's retries each emit ``before-send``."""
-    from raypipe import ratelimit, storage
+    from raypipe import ratelimit
+    from raypipe.store import storage
 
     cfg = StorageConfig(retries=3, backoff_base_s=0.01, requests_per_second=1000, request_burst=1000)
     calls = []
@@ -129,7 +130,7 @@ def test_every_botocore_attempt_passes_the_rate_limit(s3_server, s3_env, monkeyp
 def test_botocore_retries_wait_at_least_the_backoff_base(s3_server, s3_env, monkeypatch, warc, caplog):
     """botocore's own backoff (``rand(0, 1) * 2 ** n`` s) could retry a 500 within milliseconds;
     its retries of input GETs wait ``storage.backoff_base_s`` at least, and each is logged."""
-    from raypipe import storage
+    from raypipe.store import storage
 
     cfg = StorageConfig(retries=2, backoff_base_s=0.9, backoff_max_s=0.9)
     storage._cached_s3_client.cache_clear()
