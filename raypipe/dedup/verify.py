@@ -55,6 +55,11 @@ _ENDPOINTS = pa.schema(
         (_IS_DOC, pa.bool_()),
     ]
 )
+# Fewest rows per partition of the pair shuffle: Ray's hash-shuffle reduce fails on a partition
+# that receives no rows (its empty blocks carry no _partition column), and a few uncertain pairs
+# over many partitions would leave some empty; at 64 rows per partition on average, the chance
+# that one stays empty is about partitions * exp(-64).
+MIN_ROWS_PER_PARTITION = 64
 # A partition's shingle arrays take about 1.5 times the bytes of the texts they come from (8 bytes
 # per word against about 5 characters and a space).
 SHINGLE_BYTES_PER_TEXT_BYTE = 1.5
@@ -145,9 +150,11 @@ def pair_jaccard(group: pd.DataFrame, threshold: float) -> pd.DataFrame:
 
 def verify_partitions(checked: int, documents: int, text_bytes: int, budget_mb: int, min_partitions: int | None) -> int:
     """Partitions for the two shuffles: the texts of the documents (first), and the shingle arrays of
-    two endpoints per checked pair at the average document size (second), each within ``budget_mb``."""
+    two endpoints per checked pair at the average document size (second), each within ``budget_mb``;
+    no more than leave :data:`MIN_ROWS_PER_PARTITION` documents per partition (see there)."""
     shingle_bytes = 2 * checked * text_bytes / max(1, documents) * SHINGLE_BYTES_PER_TEXT_BYTE
-    return partitions_for(int(max(text_bytes, shingle_bytes)), budget_mb, min_partitions)
+    wanted = partitions_for(int(max(text_bytes, shingle_bytes)), budget_mb, min_partitions)
+    return max(1, min(wanted, documents // MIN_ROWS_PER_PARTITION))
 
 
 def verify_edges(
@@ -182,5 +189,6 @@ def verify_edges(
     shingled = partitioned_map(
         ends.union(docs), "doc_id", attach_shingles, num_partitions, fn_kwargs={"shingle_words": shingle_words}
     )
-    exact = partitioned_map(shingled, _PAIR, pair_jaccard, num_partitions, fn_kwargs={"threshold": threshold})
+    pair_partitions = max(1, min(num_partitions, 2 * checked // MIN_ROWS_PER_PARTITION))
+    exact = partitioned_map(shingled, _PAIR, pair_jaccard, pair_partitions, fn_kwargs={"threshold": threshold})
     return certain.union(exact), checked
