@@ -8,7 +8,6 @@ import random
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from raypipe.config import DedupConfig
@@ -20,14 +19,10 @@ from raypipe.dedup.minhash import DedupFingerprinter
 from raypipe.dedup.normalize import normalize_text, text_hash
 from raypipe.dedup.precision import exact_jaccard
 from raypipe.dedup.verify import (
-    attach_shingles,
-    document_rows,
-    endpoint_rows,
     jaccard_of_sets,
-    pair_jaccard,
     shingle_sets,
-    triaged,
     uncertain,
+    verify_in_one_partition,
 )
 from tests.planted import (
     base_texts,
@@ -193,18 +188,6 @@ def test_near_survivor_prefers_seeds_and_selected_pages(shared_data) -> None:
     assert survivors == {"0001": "seed:doc", "0002": "0003"}
 
 
-def _verify_in_one_partition(edges: pd.DataFrame, docs: pd.DataFrame, threshold: float, margin: float) -> pd.DataFrame:
-    """The steps of ``verify_edges`` with every row in one partition (the shuffles' groups are the whole input)."""
-    certain = triaged(edges, threshold, margin, want_uncertain=False)
-    doubtful = triaged(edges, threshold, margin, want_uncertain=True)
-    if not len(doubtful):
-        return certain
-    ends = endpoint_rows(pa.Table.from_pandas(doubtful, preserve_index=False))
-    rows = pa.concat_tables([ends, document_rows(pa.Table.from_pandas(docs, preserve_index=False), "doc_id", "text")])
-    shingled = attach_shingles(rows.to_pandas().sample(frac=1, random_state=3), 5)
-    return pd.concat([certain, pair_jaccard(shingled, threshold)], ignore_index=True)
-
-
 def test_exact_verification_decides_the_pairs_the_estimate_misjudges(shared_data) -> None:
     """A copy just under the threshold whose estimate is above is not merged; one just over whose
     estimate is below is. Trusting the estimate (margin 0) gets both wrong."""
@@ -217,7 +200,7 @@ def test_exact_verification_decides_the_pairs_the_estimate_misjudges(shared_data
     assert set(edges["src"]) == {"d1", "d2", "d3"} and set(edges["dst"]) == {"d0"}
 
     def merged(margin: float) -> set[str]:
-        got = _verify_in_one_partition(edges, docs, 0.7, margin)
+        got = verify_in_one_partition(edges, docs.sample(frac=1, random_state=3), 0.7, margin, 5)
         assert sorted(got["src"]) == ["d1", "d2", "d3"]  # every candidate decided once
         return set(got.loc[got["verified"].astype(bool), "src"])
 

@@ -148,6 +148,21 @@ def pair_jaccard(group: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return frame.assign(verified=frame["exact_jaccard"].to_numpy(dtype=float) >= threshold)
 
 
+def verify_in_one_partition(
+    edges: pd.DataFrame, documents: pd.DataFrame, threshold: float, margin: float, shingle_words: int
+) -> pd.DataFrame:
+    """:func:`verify_edges` in one process, for a frame that is the whole input (every shuffle's
+    partitions are then one): candidate edges and ``doc_id``/``text`` rows in, verified edges out."""
+    certain = triaged(edges, threshold, margin, want_uncertain=False)
+    doubtful = triaged(edges, threshold, margin, want_uncertain=True)
+    if not len(doubtful):
+        return certain
+    ends = endpoint_rows(pa.Table.from_pandas(doubtful, preserve_index=False))
+    docs = document_rows(pa.Table.from_pandas(documents[["doc_id", "text"]], preserve_index=False), "doc_id", "text")
+    shingled = attach_shingles(pa.concat_tables([ends, docs]).to_pandas(), shingle_words)
+    return pd.concat([certain, pair_jaccard(shingled, threshold)], ignore_index=True)
+
+
 def verify_partitions(checked: int, documents: int, text_bytes: int, budget_mb: int, min_partitions: int | None) -> int:
     """Partitions for the two shuffles: the texts of the documents (first), and the shingle arrays of
     two endpoints per checked pair at the average document size (second), each within ``budget_mb``;
