@@ -30,6 +30,8 @@ How it runs, and where memory is bounded:
 2. Exact dedup, LSH bucketing and connected components are hash-partitioned shuffles over
    narrow columns read back from that parquet (no text); the number of partitions is derived from
    the data size and ``dedup.memory_budget_mb``, so one partition always fits one worker's budget.
+   Candidate pairs whose MinHash estimate is near the threshold are then checked by exact
+   shingle Jaccard (:mod:`raypipe.dedup.verify`: two shuffles, the only ones that read the text).
 3. The labels (only the dropped duplicates) are joined back to the rows by ``doc_id`` (a Ray Data
    hash join, partitioned the same way).
 
