@@ -16,9 +16,11 @@ changed words is drawn so that the pairs' exact 5-gram Jaccard spreads over 0.55
 the share of pairs with exact Jaccard in [0.70, 0.80) whose copy the phase drops as a near
 duplicate of its original (FineWeb aims its MinHash at 0.75); precision is the share of merged
 pairs (the phase's own sample of verified candidates, and these planted pairs) whose exact Jaccard
-reaches ``dedup.threshold``.
+reaches ``dedup.threshold``. ``--verify-margin`` sets ``dedup.verify_margin`` (1 checks every
+candidate by exact Jaccard, 0 trusts the MinHash estimate alone, as before it existed).
 
     PYTHONPATH=$PWD /work/main/.venv/bin/python -m bench.dedup [--docs 600] [--budget-mb 64] [--pairs 400]
+        [--verify-margin 0.15]
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ class PeakRSS:
         self._thread.join()
 
 
-def run_once(frame: pd.DataFrame, budget_mb: int, index, pairs: pd.DataFrame) -> dict:
+def run_once(frame: pd.DataFrame, budget_mb: int, index, pairs: pd.DataFrame, verify_margin: float) -> dict:
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", object_store_memory=1 << 30)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
@@ -130,7 +132,7 @@ def run_once(frame: pd.DataFrame, budget_mb: int, index, pairs: pd.DataFrame) ->
                 input="bench",
                 output=out,
                 decontam={"benchmarks": str(DATA / "benchmarks")},
-                dedup={"memory_budget_mb": budget_mb, "precision_sample": 1000},
+                dedup={"memory_budget_mb": budget_mb, "precision_sample": 1000, "verify_margin": verify_margin},
             )
             started = time.monotonic()
             docs = pd.concat([frame, pairs.drop(columns=["exact_jaccard"])], ignore_index=True)
@@ -186,6 +188,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=600, help="distinct base texts in the 1x input")
     parser.add_argument("--budget-mb", type=int, default=64, help="dedup.memory_budget_mb")
     parser.add_argument("--pairs", type=int, default=400, help="planted pairs over a spread of exact Jaccard")
+    parser.add_argument("--verify-margin", type=float, default=0.15, help="dedup.verify_margin")
     args = parser.parse_args()
     texts = [t for _, t in base_texts(DATA)]
     random.Random(5).shuffle(texts)
@@ -194,8 +197,8 @@ def main() -> None:
     index = benchmark_index(DATA)
     small, large = corpus(texts, 1), corpus(texts, 8)
     floor = floor_docs_per_s(small, index)
-    one = run_once(small, args.budget_mb, index, pairs)
-    eight = run_once(large, args.budget_mb, index, pairs)
+    one = run_once(small, args.budget_mb, index, pairs, args.verify_margin)
+    eight = run_once(large, args.budget_mb, index, pairs, args.verify_margin)
     for name, res in (("1x", one), ("8x", eight)):
         near = res["stats"]["near_dedup"]
         print(
@@ -209,6 +212,10 @@ def main() -> None:
             f"originals dropped: {res['originals_dropped']}"
         )
         print(f"{name} precision: {json.dumps(near['precision'])}; cc rounds {near['components_rounds']}")
+        print(
+            f"{name} candidate pairs {near['candidate_pairs']}, checked by exact Jaccard "
+            f"{near.get('exact_checked_pairs')}, verified {near['verified_pairs']}"
+        )
         bands = res["jaccard_pairs"]
         band = bands["0.70-0.80"]
         print(

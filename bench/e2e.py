@@ -38,7 +38,7 @@ def _plugin(*modules: str) -> list[Any] | str:
         return f"n/a ({e.name or modules[0]} is not in this checkout)"
 
 
-def _build_dedup(minhash: Any, exact: Any, lsh: Any) -> Stage:
+def _build_dedup(minhash: Any, exact: Any, lsh: Any, verify: Any) -> Stage:
     """Dedup of one frame of kept documents: fingerprints, then exact and near duplicates in one
     partition (what each partition of the distributed plan runs after its shuffle)."""
     from raypipe import config
@@ -52,6 +52,8 @@ def _build_dedup(minhash: Any, exact: Any, lsh: Any) -> Stage:
         edges = lsh.bucket_edges(
             lsh.bucket_rows(fp), threshold=cfg.threshold, verify=cfg.verify_candidates, collapse_exact=True
         )
+        if cfg.verify_candidates and len(edges):
+            edges = verify.verify_in_one_partition(edges, docs, cfg.threshold, cfg.verify_margin, cfg.shingle_words)
         removed = set(dups["doc_id"]) | set(edges.loc[edges["verified"], "src"])
         return docs[~docs["doc_id"].isin(removed)]
 
@@ -67,7 +69,10 @@ def _build_tokenize(tokenizer: Any) -> Stage:
 # stage -> (modules it needs, builder taking those modules); set-up is timed with the stage, as
 # DataTrove's own set-up (its tokenizer load, for one) is inside its step's time.
 PLUGINS: dict[str, tuple[tuple[str, ...], Callable[..., Stage]]] = {
-    "dedup": (("raypipe.dedup.minhash", "raypipe.dedup.exact", "raypipe.dedup.lsh"), _build_dedup),
+    "dedup": (
+        ("raypipe.dedup.minhash", "raypipe.dedup.exact", "raypipe.dedup.lsh", "raypipe.dedup.verify"),
+        _build_dedup,
+    ),
     "tokenize": (("raypipe.shards.tokenizer",), _build_tokenize),
 }
 

@@ -347,7 +347,14 @@ class DedupConfig(Section):
         0.7, gt=0, le=1, description="Jaccard similarity at which two documents are near duplicates."
     )
     verify_candidates: bool = Field(
-        True, description="Keep an LSH candidate pair only if its estimated Jaccard reaches the threshold."
+        True,
+        description="Keep an LSH candidate pair only if its Jaccard (estimated, or exact: verify_margin) reaches it.",
+    )
+    verify_margin: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="Candidates whose MinHash estimate is this close to threshold get exact shingle Jaccard (1: all).",
     )
     seed: int = Field(42, description="MinHash permutation seed.")
     memory_budget_mb: int = Field(

@@ -13,10 +13,11 @@ P(pair)  0.03   0.48   0.87   0.995  1.00   1.00
 Why 0.7 and 256 permutations: FineWeb aims its MinHash at 0.75 similarity, and copies of a page
 with a few percent of words changed sit at 5-gram Jaccard 0.70-0.80; the old 0.8 threshold kept
 them (a cluster kept two members). Every candidate is verified: its Jaccard similarity is
-estimated from the two sketches and the pair is kept only at ``threshold`` or above, which removes
-the false candidates the recall-leaning curve lets in. The estimate's spread is what costs
-precision just below the threshold, so it uses 256 values (standard error about 0.03 at 0.7, 0.04
-with 128). ``bench/dedup.py`` measures recall on pairs at exact Jaccard 0.70-0.80 and precision.
+estimated from the two sketches (here, 256 values: standard error about 0.03 at 0.7), and a pair
+whose estimate is within ``verify_margin`` of ``threshold`` is decided by the exact Jaccard of the
+two shingle sets instead (:mod:`raypipe.dedup.verify`), which removes the false candidates the
+recall-leaning curve lets in without the estimate's errors on either side of the threshold.
+``bench/dedup.py`` measures recall on pairs at exact Jaccard 0.70-0.80 and precision.
 
 Each bucket is a star: every member is paired with the bucket's smallest rank key (not all
 pairs), so a bucket of ``m`` documents yields ``m - 1`` edges and connectivity is kept.

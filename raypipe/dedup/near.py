@@ -2,8 +2,10 @@
 
 The clean phase runs the same pieces with decontamination, exact dedup and its own bookkeeping
 around them; this is the piece on its own, for a pipeline of yours (``docs/stages.md``):
-MinHash fingerprints (a stage), LSH candidate pairs verified by estimated Jaccard, then connected
-components; every document but its component's smallest id is labelled.
+MinHash fingerprints (a stage), LSH candidate pairs verified as the clean phase does (by the
+estimate where it is far from the threshold, else by exact shingle Jaccard on the workers:
+:mod:`raypipe.dedup.verify`), then connected components; every document but its component's
+smallest id is labelled.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from raypipe.dedup.lsh import candidate_edges
 from raypipe.dedup.minhash import DedupFingerprinter
 from raypipe.dedup.normalize import partition_of
 from raypipe.dedup.shuffle import PARTITION
+from raypipe.dedup.verify import verify_edges
 from raypipe.stage import LIGHT_TASK_CPUS, FrameStage, apply, cluster_cpus, map_table
 
 _IS_LABEL = "_is_label"
@@ -52,7 +55,12 @@ def near_duplicates(
     rows = apply(ds.select_columns([id_column, text_column]), fingerprint)
     rows = rows.rename_columns({id_column: "doc_id"}) if id_column != "doc_id" else rows
     rows = rows.select_columns(["doc_id", "text_hash", "lsh_buckets", "minhash_sketch"])
-    edges = candidate_edges(rows, cfg.threshold, cfg.verify_candidates, partitions, collapse_exact=False)
+    edges = candidate_edges(rows, cfg.threshold, cfg.verify_candidates, partitions, collapse_exact=False).materialize()
+    if cfg.verify_candidates and edges.count():
+        # the texts are read again from ds rather than kept from the fingerprint pass, so nothing holds them meanwhile
+        texts = ds.select_columns([id_column, text_column])
+        args = (cfg.threshold, cfg.verify_margin, cfg.shingle_words, partitions, id_column, text_column)
+        edges, _ = verify_edges(edges, texts, *args)
     verified = map_table(edges, _verified, batch_format="pandas").materialize()
     if not verified.count():
         return ray.data.from_pandas(

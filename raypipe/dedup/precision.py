@@ -30,11 +30,15 @@ def exact_jaccard(a: str, b: str, shingle_words: int) -> float:
     return len(sa & sb) / union if union else 1.0
 
 
+def pair_hashes(pairs: pd.DataFrame) -> np.ndarray:
+    """A stable 64-bit hash of each ``(src, dst)`` row: the sample's order, unrelated to the ids' order."""
+    key = pairs["src"].astype(str) + "\x00" + pairs["dst"].astype(str)
+    return pd.util.hash_pandas_object(key, index=False).to_numpy(dtype=np.uint64)
+
+
 def pair_sample_mask(pairs: pd.DataFrame, fraction: float) -> np.ndarray:
     """Deterministic Bernoulli sample of ``(src, dst)`` rows: keep a pair when its hash is small."""
-    key = pairs["src"].astype(str) + "\x00" + pairs["dst"].astype(str)
-    hashed = pd.util.hash_pandas_object(key, index=False).to_numpy(dtype=np.uint64)
-    return hashed < np.uint64(min(int(fraction * 2**64), 2**64 - 1))
+    return pair_hashes(pairs) < np.uint64(min(int(fraction * 2**64), 2**64 - 1))
 
 
 def precision_report(

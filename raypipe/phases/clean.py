@@ -30,6 +30,8 @@ How it runs, and where memory is bounded:
 2. Exact dedup, LSH bucketing and connected components are hash-partitioned shuffles over
    narrow columns read back from that parquet (no text); the number of partitions is derived from
    the data size and ``dedup.memory_budget_mb``, so one partition always fits one worker's budget.
+   Candidate pairs whose MinHash estimate is near the threshold are then checked by exact
+   shingle Jaccard (:mod:`raypipe.dedup.verify`: two shuffles, the only ones that read the text).
 3. The labels (only the dropped duplicates) are attached back to the rows by ``doc_id`` in one
    hash shuffle of both sides (:func:`raypipe.clean.labels.attach_labels`).
 
@@ -45,6 +47,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -63,9 +66,10 @@ from raypipe.config import DedupConfig, RunConfig
 from raypipe.dedup.components import connected_components
 from raypipe.dedup.exact import exact_duplicates
 from raypipe.dedup.lsh import candidate_edges, candidate_probability
-from raypipe.dedup.precision import pair_sample_mask, precision_report
+from raypipe.dedup.precision import pair_hashes, pair_sample_mask, precision_report
 from raypipe.dedup.shuffle import partitions_for
 from raypipe.dedup.survivor import doc_ids_of
+from raypipe.dedup.verify import verify_edges, verify_partitions
 from raypipe.defaults import describe_benchmarks
 from raypipe.extract.stage import EXTRACT_TAGS
 from raypipe.select import Flag, PriorRoute, Select, TagReason
@@ -235,7 +239,11 @@ def _precision(
     parts = [map_table(sources[name], _as_pairs, batch_format="pandas", sample=name) for name in fractions]
     union = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     rows = map_table(union, _sample_rows, batch_format="pandas", fractions=fractions).take_all()
-    sampled = pd.DataFrame(rows).sort_values(["sample", "src", "dst"]).groupby("sample").head(k)
+    # Trim to k by pair hash (the smallest hashes of a Bernoulli sample are a uniform sample): trimming
+    # by id kept the pairs of the smallest ids, and ids are not independent of how alike two texts are.
+    sampled = pd.DataFrame(rows)
+    sampled = sampled.assign(_hash=pair_hashes(sampled)).sort_values(["sample", "_hash", "src", "dst"])
+    sampled = sampled.groupby("sample").head(k)
     texts = _texts(fingerprints, set(sampled["src"]) | set(sampled["dst"]))
     candidates = sampled[sampled["sample"] == "candidates"]
     report = precision_report(candidates, texts, cfg.threshold, cfg.shingle_words)
@@ -320,6 +328,24 @@ def clean_documents(
         edges = candidate_edges(
             rows, dedup.threshold, dedup.verify_candidates, partitions, collapse_exact=dedup.exact
         ).materialize()
+        exact_checked = 0
+        if dedup.verify_candidates and edges.count():
+            texts = map_table(
+                fingerprints.select_columns(["doc_id", "text", "_eligible"]),
+                _eligible_only,
+                batch_format="pandas",
+                columns=["doc_id", "text"],
+            )
+            sizing = partial(
+                verify_partitions,
+                documents=documents,
+                text_bytes=_column_bytes(fs, path, ["doc_id", "text"]),
+                budget_mb=dedup.memory_budget_mb,
+                min_partitions=dedup.min_partitions,
+            )
+            args = (dedup.threshold, dedup.verify_margin, dedup.shingle_words, sizing)
+            edges, exact_checked = verify_edges(edges, texts, *args)
+            edges = edges.materialize()
         n_verified = int(edges.sum("verified") or 0) if edges.count() else 0
         components, rounds = None, 0
         if n_verified:
@@ -333,6 +359,7 @@ def clean_documents(
         near_stats = {
             "candidate_pairs": edges.count(),
             "verified_pairs": n_verified,
+            "exact_checked_pairs": exact_checked,
             "components_rounds": rounds,
             "lsh": {
                 "bands": dedup.bands,
@@ -340,6 +367,7 @@ def clean_documents(
                 "num_perm": dedup.num_perm,
                 "shingle_words": dedup.shingle_words,
                 "threshold": dedup.threshold,
+                "verify_margin": dedup.verify_margin,
                 "candidate_probability": {
                     str(s): round(candidate_probability(s, dedup.bands, dedup.rows), 4)
                     for s in (0.5, 0.6, 0.7, 0.8, 0.9)

@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from raypipe.clean.decontam import DecontamMatcher
 from raypipe.config import DedupConfig
@@ -17,7 +18,20 @@ from raypipe.dedup.lsh import bucket_edges, bucket_rows, candidate_probability
 from raypipe.dedup.minhash import DedupFingerprinter
 from raypipe.dedup.normalize import normalize_text, text_hash
 from raypipe.dedup.precision import exact_jaccard
-from tests.support.planted import base_texts, benchmark_index, benchmark_questions, mutate, seed_api_docs
+from raypipe.dedup.verify import (
+    jaccard_of_sets,
+    shingle_sets,
+    uncertain,
+    verify_in_one_partition,
+)
+from tests.support.planted import (
+    base_texts,
+    benchmark_index,
+    benchmark_questions,
+    copies_around_threshold,
+    mutate,
+    seed_api_docs,
+)
 
 
 def test_normalization_ignores_case_spacing_and_composition_but_not_words() -> None:
@@ -172,3 +186,41 @@ def test_near_survivor_prefers_seeds_and_selected_pages(shared_data) -> None:
     components = _local_components(list(zip(edges["src_rank"], edges["dst_rank"], strict=True)))
     survivors = {doc_ids_of(pd.Series([k]))[0]: doc_ids_of(pd.Series([v]))[0] for k, v in components.items()}
     assert survivors == {"0001": "seed:doc", "0002": "0003"}
+
+
+def test_exact_verification_decides_the_pairs_the_estimate_misjudges(shared_data) -> None:
+    """A copy just under the threshold whose estimate is above is not merged; one just over whose
+    estimate is below is. Trusting the estimate (margin 0) gets both wrong."""
+    text = next(t for _, t in base_texts(shared_data, min_words=500))
+    under, over = copies_around_threshold(text, 0.7)
+    other = base_texts(shared_data, min_words=500)[3][1]
+    docs = pd.DataFrame({"doc_id": ["d0", "d1", "d2", "d3"], "text": [text, under, over, other]})
+    rows = bucket_rows(_fingerprints(docs["text"].tolist(), docs["doc_id"].tolist()))
+    edges = bucket_edges(rows.drop_duplicates("doc_id").assign(bucket=np.uint64(7)), 0.7, True, True)
+    assert set(edges["src"]) == {"d1", "d2", "d3"} and set(edges["dst"]) == {"d0"}
+
+    def merged(margin: float) -> set[str]:
+        got = verify_in_one_partition(edges, docs.sample(frac=1, random_state=3), 0.7, margin, 5)
+        assert sorted(got["src"]) == ["d1", "d2", "d3"]  # every candidate decided once
+        return set(got.loc[got["verified"].astype(bool), "src"])
+
+    assert merged(0.15) == {"d2"}
+    assert merged(1.0) == {"d2"}
+    assert merged(0.0) == {"d1"}  # the estimate alone: the error this replaces
+
+
+def test_hashed_shingle_jaccard_is_the_exact_jaccard_of_the_texts(shared_data) -> None:
+    rng = random.Random(4)
+    texts = [t for _, t in base_texts(shared_data, min_words=300)[:6]]
+    copies = [mutate(t, rng.uniform(0.0, 0.1), rng) for t in texts]
+    sets = shingle_sets(texts + copies + ["", "too short"], 5)
+    for i, (a, b) in enumerate(zip(texts, copies, strict=True)):
+        assert jaccard_of_sets(sets[i], sets[i + len(texts)]) == pytest.approx(exact_jaccard(a, b, 5), abs=1e-12)
+    assert jaccard_of_sets(sets[0], sets[1]) == pytest.approx(exact_jaccard(texts[0], texts[1], 5), abs=1e-12)
+    assert len(sets[-2]) == 0 and len(sets[-1]) == 1  # no words: no shingle; fewer than 5: one
+
+
+def test_only_estimates_near_the_threshold_are_checked_exactly() -> None:
+    est = np.array([0.2, 0.54, 0.56, 0.7, 0.84, 0.86, 1.0])
+    assert uncertain(est, 0.7, 0.15).tolist() == [False, False, True, True, True, False, False]
+    assert uncertain(est, 0.7, 1.0).all() and uncertain(est, 0.7, 0.0).tolist() == [False] * 3 + [True] + [False] * 3

@@ -230,3 +230,42 @@ def test_code_and_text_datasets_go_through_the_clean_phase(local_ray, shared_dat
         "t:1",
     ]
     assert set(kept.loc[["python/part-0:0", "t:0"], "stream"]) == {"code", "text"}
+
+
+def test_pairs_the_estimate_misjudges_are_decided_by_exact_jaccard(local_ray, shared_data: Path, tmp_path) -> None:
+    """A copy at exact Jaccard just under 0.7 whose MinHash estimate is above is kept, one just over
+    whose estimate is below is dropped: by the clean phase and by ``near_duplicates``, on any
+    number of partitions (the exact check runs in two shuffles on the workers)."""
+    from raypipe.dedup.near import near_duplicates
+    from tests.support.planted import base_texts, copies_around_threshold
+
+    texts = [t for _, t in base_texts(shared_data, min_words=500)]
+    under, over = copies_around_threshold(texts[0], 0.7)
+    others = texts[5:17]
+    frame = pd.DataFrame(
+        {
+            "doc_id": ["a0", "a1", "a2"] + [f"o{i:02d}" for i in range(len(others))],
+            "text": [texts[0], under, over, *others],
+        }
+    )
+    ds = ray.data.from_pandas([frame.iloc[i::3] for i in range(3)])
+    for partitions in (3,):
+        labels = near_duplicates(ds, DedupConfig(), num_partitions=partitions).to_pandas()
+        assert dict(zip(labels["doc_id"], labels["duplicate_of"], strict=True)) == {"a2": "a0"}
+
+    cfg = RunConfig(
+        input="unused",
+        output=str(tmp_path),
+        decontam={"enabled": False},
+        dedup={"precision_sample": 20, "min_partitions": 1},
+    )
+    docs = frame.assign(url="https://example.org/" + frame["doc_id"], stream="text", drop_reason=None)
+    out, stats = clean_documents(
+        ray.data.from_pandas([docs.iloc[i::3] for i in range(3)]), cfg, OutputStore(cfg.output, cfg.storage)
+    )
+    result = out.to_pandas().set_index("doc_id")
+    dropped = result[result["drop_reason"].notna()]
+    assert {d: (r["drop_reason"], r["duplicate_of"]) for d, r in dropped.iterrows()} == {"a2": ("duplicate_near", "a0")}
+    near = stats["near_dedup"]
+    assert near["exact_checked_pairs"] >= 2 and near["verified_pairs"] == 1
+    assert near["precision"]["kept"]["precision"] == 1.0

@@ -13,6 +13,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from raypipe.clean.decontam import DecontamIndex, build_index
@@ -47,6 +48,31 @@ def mutate(text: str, share: float, rng: random.Random) -> str:
         words[i] = rng.choice(words) + "x"
     body = " ".join(words)
     return body if body.startswith(CHROME_TOP.split()[0]) else f"{CHROME_TOP}\n{body}\n{CHROME_BOTTOM}"
+
+
+def copies_around_threshold(text: str, threshold: float, seed: int = 7, tries: int = 200) -> tuple[str, str]:
+    """Two edited copies of ``text`` that a MinHash estimate misjudges: the first has exact 5-gram
+    Jaccard just under ``threshold`` (within 0.03) but an estimate at or above it, the second is
+    just over (within 0.03) with an estimate below. Searched among ``tries`` random edits whose
+    share is aimed at the threshold; fails loudly if none qualifies."""
+    from raypipe.config import DedupConfig
+    from raypipe.dedup.minhash import DedupFingerprinter, estimated_jaccard
+
+    rng = random.Random(seed)
+    copies = [mutate(text, rng.uniform(0.03, 0.045), rng) for _ in range(tries)]
+    fp = DedupFingerprinter(DedupConfig(shingle_words=5))(pd.DataFrame({"text": [text, *copies]}))
+    sketches = [np.frombuffer(s, dtype=np.uint8) for s in fp["minhash_sketch"]]
+    under = over = None
+    for copy, sketch in zip(copies, sketches[1:], strict=True):
+        exact = exact_jaccard(text, copy, 5)
+        est = float(estimated_jaccard(sketches[0][None], sketch[None])[0])
+        if under is None and threshold - 0.03 <= exact < threshold <= est:
+            under = copy
+        if over is None and est < threshold <= exact < threshold + 0.03:
+            over = copy
+    if under is None or over is None:
+        raise AssertionError(f"no copy misjudged on both sides of {threshold} in {tries} tries")
+    return under, over
 
 
 def benchmark_questions(data: Path) -> dict[str, tuple[str, str]]:
