@@ -168,7 +168,7 @@ def test_changed_setting_reruns_its_phase_and_not_the_earlier_ones(shared_data, 
     for phase in ("seeds", "extract"):  # neither depends on classify.*: not redone
         assert state.phase(phase)["fingerprint"] == records[phase]["fingerprint"]
     assert {k: u["settings"] for k, u in state.units("extract").items()} == units
-    assert "0 to read" in "\n".join(r.getMessage() for r in caplog.records if r.name == "raypipe.pipeline")
+    assert "0 to read" in "\n".join(r.getMessage() for r in caplog.records if r.name == "raypipe.phases.extract")
     score = state.phase("score")
     assert score["fingerprint"] != records["score"]["fingerprint"] and score["upstream"]["extract"]
     assert main(["status", str(out)]) == 0
