@@ -210,8 +210,8 @@ def clear_partial(store: OutputStore, stems: set[str]) -> int:
     return len(keys)
 
 
-def _extract_files(todo: list[str], cfg: RunConfig, store: OutputStore, tracker: ExtractTracker) -> None:
-    """One streaming plan over ``todo``: read, extract, write parts; the tracker records each file.
+def extract_dataset(todo: list[str], cfg: RunConfig) -> Any:
+    """The streaming plan over ``todo``: read, extract, select, write parts; one summary row per part.
 
     The read task of a file runs extraction and the verdict in the same task (Ray Data fuses
     them: tasks of one CPU, and extraction asks no batch size of its own, see ``ExtractStage``),
@@ -231,9 +231,14 @@ def _extract_files(todo: list[str], cfg: RunConfig, store: OutputStore, tracker:
         for page_filter in load_filters(cfg.extract):
             ds = apply(ds, page_filter)
         ds = apply(ds, Select(extract_rules(cfg.extract, cfg.quality), None, extract.batch_size, extract.resources))
-        ds = sink(ds, PartWriter, cfg.output, cfg.storage, EXTRACTED, resources=_writer_resources(cfg))
+        return sink(ds, PartWriter, cfg.output, cfg.storage, EXTRACTED, resources=_writer_resources(cfg))
     finally:
         ctx.target_max_block_size = block_size
+
+
+def _extract_files(todo: list[str], cfg: RunConfig, store: OutputStore, tracker: ExtractTracker) -> None:
+    """One streaming plan over ``todo`` (``extract_dataset``); the tracker records each file."""
+    ds = extract_dataset(todo, cfg)
     try:
         for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
             for row in batch.to_dict("records"):

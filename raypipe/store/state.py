@@ -81,8 +81,9 @@ class RunState:
         last = int(_JOURNAL_NAME.match(keys[-1].rsplit("/", 1)[-1]).group(1)) if keys else -1
         return UnitJournal(self, phase, last + 1, every, every_s)
 
-    def _journal_keys(self, phase: str) -> list[str]:
-        return [k for k in self.store.list(f"{STATE}/{phase}/{JOURNAL}") if _JOURNAL_NAME.match(k.rsplit("/", 1)[-1])]
+    def _journal_keys(self, phase: str, keys: list[str] | None = None) -> list[str]:
+        keys = self.store.list(f"{STATE}/{phase}/{JOURNAL}") if keys is None else keys
+        return [k for k in keys if k.rsplit("/", 2)[-2] == JOURNAL and _JOURNAL_NAME.match(k.rsplit("/", 1)[-1])]
 
     def _read_many(self, keys: list[str]) -> list[bytes]:
         if len(keys) <= 1:
@@ -90,8 +91,8 @@ class RunState:
         with ThreadPoolExecutor(min(_READ_THREADS, len(keys))) as pool:
             return list(pool.map(self.store.read_bytes, keys))
 
-    def _legacy(self, phase: str, folder: str) -> tuple[list[str], dict[str, dict[str, Any]]]:
-        keys = [k for k in self.store.list(f"{STATE}/{phase}/{folder}") if k.endswith(".json")]
+    def _legacy(self, keys: list[str], folder: str) -> tuple[list[str], dict[str, dict[str, Any]]]:
+        keys = [k for k in keys if k.rsplit("/", 2)[-2] == folder and k.endswith(".json")]
         blobs = self._read_many(keys)
         records = {k.rsplit("/", 1)[-1][: -len(".json")]: json.loads(b) for k, b in zip(keys, blobs, strict=True)}
         return keys, records
@@ -99,14 +100,16 @@ class RunState:
     def _entries(self, phase: str) -> tuple[dict[str, tuple[str, dict[str, Any]]], list[str], list[str]]:
         """Every unit's latest (status, record), with the journal's keys and the older layout's keys.
 
-        Order: the older layout's records first (failed over done, as older code deleted a failed
-        record when its unit completed), then the journal's objects in number order.
+        One listing of the phase's folder. Order: the older layout's records first (failed over
+        done, as older code deleted a failed record when its unit completed), then the journal's
+        objects in number order.
         """
-        legacy_done, done = self._legacy(phase, "units")
-        legacy_failed, failed = self._legacy(phase, "failed")
+        listed = self.store.list(f"{STATE}/{phase}")
+        legacy_done, done = self._legacy(listed, "units")
+        legacy_failed, failed = self._legacy(listed, "failed")
         latest: dict[str, tuple[str, dict[str, Any]]] = {u: ("done", r) for u, r in done.items()}
         latest.update((u, ("failed", r)) for u, r in failed.items())
-        keys = self._journal_keys(phase)
+        keys = self._journal_keys(phase, listed)
         for blob in self._read_many(keys):
             for line in gzip.decompress(blob).splitlines():
                 if line.strip():

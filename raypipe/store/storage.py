@@ -575,9 +575,7 @@ class OutputStore:
         """Keys (relative to the prefix) of every object under ``rel``; empty if none."""
         base = self.key(rel, allow_root=True)
 
-        def go() -> list[str]:
-            if not self.fs.exists(base):
-                return []
+        def go() -> list[str]:  # find() of a missing folder is empty: no existence check (a request on S3)
             return sorted(p[len(self.root) + 1 :] for p in self.fs.find(base))
 
         return self.call(go, f"list {self.uri(rel)}")

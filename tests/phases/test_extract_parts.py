@@ -63,3 +63,15 @@ def test_one_part_per_file_split_only_beyond_the_part_size(shared_data, tmp_path
         for n in split[file_stem(str(big))]
     ]
     assert sum(rows) > 16 * len(rows)  # parts hold many extraction batches (16 pages each), not one
+
+
+def test_extraction_runs_in_the_read_task_of_its_file(shared_data, tmp_path, local_ray, capsys):
+    """One part per file holds because no block mixes files: Ray Data fuses reading, extraction and
+    the verdict into one task per file (a batch size on extraction would keep it from doing so)."""
+    from raypipe.phases.extract import extract_dataset
+
+    cfg = load_config(base={"input": "unused", "output": str(tmp_path / "out")})
+    ds = extract_dataset([str(shared_data / "warc" / "archive" / "dolma_sample-0000.warc.gz")], cfg)
+    ds.explain()
+    optimized = capsys.readouterr().out.split("Physical Plan (Optimized)")[-1]
+    assert "TaskPoolMapOperator[ReadWarc->MapBatches(_stage_task)->MapBatches(_stage_task)]" in optimized, optimized
