@@ -10,7 +10,10 @@ Then, on a local Ray started before the clock does, it times the extract phase's
 - ``plan_s``: from ``run()`` until the read plan is handed to Ray (listing, resume check, the
   deletes of pending files' partial output, the dataset's creation);
 - ``first_read_s``: until the first read task starts (it stamps the wall clock as it begins);
-- ``first_part_s``: until the driver holds the first written part's summary.
+- ``first_part_s``: until the driver holds the first written part's summary;
+- ``plan_requests``: the S3 requests made before the read plan is handed to Ray (the phase talks to
+  the server through a counting proxy, ``tests/support/faulty_proxy.py`` with no faults), which
+  unlike the seconds does not depend on how loaded the machine is.
 
 It prints them beside the raw floor (one paginated ``list_objects_v2`` of the same input keys)
 and, with ``--baseline DIR``, the same measurements of another checkout's code (the code before a
@@ -120,6 +123,17 @@ class _FirstPart(Exception):
 
 def measure(endpoint: str, output: str, done: int, partial: int) -> dict[str, Any]:
     """In this process's ``raypipe``: seed the state, then time the extract phase's planning."""
+    sys.path.append(str(REPO))  # the counting proxy of this checkout's tests
+    from tests.support.faulty_proxy import FaultyProxy
+
+    with FaultyProxy(endpoint, fault_rate=0.0) as proxy:
+        result = _measure(endpoint, proxy.url, output, done, partial)
+        planned = result.pop("plan_monotonic")
+        result["plan_requests"] = sum(1 for e in proxy.events if e.t < planned)
+    return result
+
+
+def _measure(endpoint: str, proxied: str, output: str, done: int, partial: int) -> dict[str, Any]:
     import raypipe.phases.extract as extract
     import raypipe.store.warc as warc
     from raypipe.config import load_config
@@ -137,6 +151,7 @@ def measure(endpoint: str, output: str, done: int, partial: int) -> dict[str, An
         }
     )
     seeded = _seed_state(cfg, done, partial)
+    cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"endpoint_url": proxied})})
     init_ray(cfg)
     marks: dict[str, float] = {}
     spans: dict[str, float] = {}
@@ -165,6 +180,7 @@ def measure(endpoint: str, output: str, done: int, partial: int) -> dict[str, An
 
     def dataset(*args: Any, **kwargs: Any) -> Any:
         marks.setdefault("plan", time.time())
+        marks.setdefault("plan_monotonic", time.monotonic())
         return real_dataset(*args, **kwargs)
 
     def update(self: Any, row: dict[str, Any]) -> None:
@@ -192,6 +208,7 @@ def measure(endpoint: str, output: str, done: int, partial: int) -> dict[str, An
         "plan_s": round(marks["plan"] - start, 2),
         "first_read_s": round(marks["first_read"] - start, 2),
         "first_part_s": round(marks["first_part"] - start, 2),
+        "plan_monotonic": marks["plan_monotonic"],
     }
 
 
@@ -260,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     print(f"raw floor: one paginated list_objects_v2 of {listed} keys: {results['floor_list_s']}s")
-    columns = ["list_s", "resume_s", "plan_s", "first_read_s", "first_part_s"]
+    columns = ["list_s", "resume_s", "plan_s", "first_read_s", "first_part_s", "plan_requests"]
     print(f"{'code':<10}" + "".join(f"{c:>14}" for c in columns))
     for label, _ in versions:
         print(f"{label:<10}" + "".join(f"{results[label][c]:>14}" for c in columns))
