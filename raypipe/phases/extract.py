@@ -286,7 +286,9 @@ def run(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
             tracker.journal.removed(stem)
         tracker.journal.flush()
     # Partial output of an interrupted file is redone from scratch; a dropped file's output goes.
-    clear_partial(store, {file_stem(u) for u in todo} | set(dropped))
+    cleared = clear_partial(store, {file_stem(u) for u in todo} | set(dropped))
+    if cleared:
+        log.info("extract: deleted %d parts of files not recorded done (an interrupted run's)", cleared)
     if todo:
         _extract_files(todo, cfg, store, tracker)
     if tracker.failed:
