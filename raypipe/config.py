@@ -86,6 +86,18 @@ class ExtractConfig(Section):
     filters: list[FilterSpec] = Field(
         [], description="Extra page filters run after extraction, each a tagging stage plus one drop rule."
     )
+    part_mb: int = Field(
+        256, gt=0, description="Largest extracted part (MB in memory): one part per input file, split beyond this."
+    )
+    max_writers: int = Field(
+        64, ge=1, description="Most part-writer actors; the pool starts at one and grows as the cluster does."
+    )
+    record_every_files: int = Field(
+        500, ge=1, description="Completion records are written in batches of this many files (or every record_every_s)."
+    )
+    record_every_s: float = Field(
+        30.0, gt=0, description="Seconds between batched completion records; a crash redoes at most this much work."
+    )
 
 
 class QualityConfig(Section):
@@ -111,6 +123,12 @@ class RayConfig(Section):
         None, description="Ray address; None joins the submitted-to cluster or starts a local one."
     )
     num_cpus: int | None = Field(None, description="CPUs for a locally started Ray (None = all).")
+    max_cpus: int | None = Field(
+        None,
+        ge=1,
+        description="CPUs an autoscaling cluster can grow to (max workers x CPUs each): actor pools and the "
+        "small-cluster guards plan for it, not for the nodes up when the plan is built; None = a fixed cluster.",
+    )
     progress_bars: bool | None = Field(
         None, description="Ray Data progress bars; None = only when stdout is a terminal."
     )
@@ -322,7 +340,9 @@ class TokenizerConfig(Section):
     batch_size: int = Field(256, gt=0, description="Documents per tokenizer batch.")
     num_threads: int = Field(1, ge=1, description="Threads per actor for batch encoding (1 = plain loop).")
     actor_cpus: float = Field(0.5, gt=0, description="CPUs reserved per tokenizer actor (fractional on small nodes).")
-    max_actors: int | None = Field(None, ge=1, description="Tokenizer actor pool size; None = the cluster's CPUs.")
+    max_actors: int = Field(
+        64, ge=1, description="Most tokenizer actors; the pool starts at one and grows (one per CPU at most)."
+    )
 
 
 class ShardsConfig(Section):
@@ -583,6 +603,10 @@ PHASE_KEYS: dict[str, tuple[str, ...]] = {
 NOT_OUTPUT: frozenset[str] = frozenset(
     {
         "extract.batch_size",
+        "extract.part_mb",
+        "extract.max_writers",
+        "extract.record_every_files",
+        "extract.record_every_s",
         "classify.batch_size",
         "classify.num_cpus",
         "classify.max_actors",

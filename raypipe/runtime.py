@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from raypipe.config import RunConfig
 from raypipe.ratelimit import start_rate_limiter
-from raypipe.stage import Resources
+from raypipe.stage import Resources, plan_for_cpus
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ def _loopback_only() -> Iterator[None]:
 def init_ray(cfg: RunConfig) -> None:
     import ray
 
+    plan_for_cpus(cfg.ray.max_cpus)
     if ray.is_initialized():
         return
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")

@@ -160,10 +160,27 @@ def _stage_task(batch: pa.Table, stage: Stage) -> pa.Table:
     return stage.run(batch)
 
 
+_planned_cpus = 0.0
+
+
+def plan_for_cpus(max_cpus: float | None) -> None:
+    """Plan pools and the small-cluster guards for a cluster that may grow to ``max_cpus`` CPUs
+    (``ray.max_cpus``): an autoscaling cluster starts with fewer, or none. None: a fixed cluster."""
+    global _planned_cpus
+    _planned_cpus = float(max_cpus or 0)
+
+
 def cluster_cpus() -> float:
+    """The CPUs to plan for: those the cluster may grow to (``ray.max_cpus``) or has now, the more."""
     import ray
 
-    return float(ray.cluster_resources().get("CPU", 1.0))
+    return max(float(ray.cluster_resources().get("CPU", 1.0)), _planned_cpus)
+
+
+def pool_size(maximum: int) -> int:
+    """Most actors of an autoscaling pool (it starts at one): the config's ``maximum``, but no
+    more than one per CPU the cluster can have, so a fixed small cluster keeps its few workers."""
+    return max(1, min(maximum, int(cluster_cpus())))
 
 
 def actor_cpus(wanted: float, pool: int, cpus: float) -> float:

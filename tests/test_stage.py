@@ -10,7 +10,17 @@ import pyarrow as pa
 import pytest
 import ray
 
-from raypipe.stage import LIGHT_TASK_CPUS, Resources, Stage, actor_cpus, apply, map_table, ray_args
+from raypipe.stage import (
+    LIGHT_TASK_CPUS,
+    Resources,
+    Stage,
+    actor_cpus,
+    apply,
+    map_table,
+    plan_for_cpus,
+    pool_size,
+    ray_args,
+)
 
 
 class WordCount(Stage):
@@ -117,3 +127,20 @@ def test_a_gpu_that_never_comes_fails_the_plan_naming_it(local_ray) -> None:
     assert time.monotonic() - started < 60
     with resources_within(Resources(cpus=0.25, actors=1), wait_s=3, knob="unused"):  # no GPU asked: no wait
         assert len(apply(ray.data.from_items([{"text": "x"}] * 4), setup_counter(Resources())).take_all()) == 4
+
+
+def test_pools_grow_to_the_config_maximum_on_a_cluster_that_can_grow(local_ray) -> None:
+    from raypipe.config import load_config
+    from raypipe.phases.extract import _writer_resources
+
+    cfg = load_config(base={"input": "x", "output": "y", "extract": {"max_writers": 24}})
+    assert pool_size(64) == 2 and _writer_resources(cfg).actors == 2  # a fixed 2-CPU cluster: one per CPU
+    plan_for_cpus(512)  # ray.max_cpus: an autoscaling cluster that may grow to 512 CPUs
+    try:
+        assert pool_size(64) == 64 and _writer_resources(cfg).actors == 24
+        args = ray_args(_writer_resources(cfg))
+        assert args["compute"].min_size == 1 and args["compute"].max_size == 24
+        assert args["num_cpus"] == LIGHT_TASK_CPUS  # each actor asks its CPUs, so the autoscaler brings nodes
+    finally:
+        plan_for_cpus(None)
+    assert pool_size(64) == 2

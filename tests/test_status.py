@@ -85,6 +85,7 @@ def test_status_of_a_running_crawl(tmp_path, capsys):
     partial = summary("s3://in/c.warc.gz", 7)
     partial["file_stats"] = None  # c is being written: rows arrived, its end-of-file marker not yet
     tracker.update(partial)
+    tracker.flush()  # records are written in batches; the driver flushes them at least every record_every_s
 
     record = state.phase("extract")
     assert record["status"] == "running" and abs(record["started"] - time.time()) < 60

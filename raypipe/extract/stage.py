@@ -88,7 +88,10 @@ class ExtractStage(Stage):
     def __init__(self, extract: ExtractConfig):
         self.cfg = extract
         self.resources = Resources(cpus=1.0)
-        self.batch_size = extract.batch_size
+        # One read batch at a time (``extract.batch_size`` pages, cut by the reader): a batch size
+        # here would keep Ray Data from fusing extraction into the file's read task, and blocks
+        # mixing several files' pages would reach the writer (one part per block and file).
+        self.batch_size = None
 
     def _one(self, html: bytes, charset: str | None) -> dict[str, Any]:
         out: dict[str, Any] = {"text": "", "title": "", "language": None, "language_score": None}

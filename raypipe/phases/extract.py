@@ -19,7 +19,7 @@ from raypipe.config import RunConfig
 from raypipe.extract import ExtractStage, extract_rules
 from raypipe.extract.stage import load_filters
 from raypipe.select import Select
-from raypipe.stage import LIGHT_TASK_CPUS, Resources, apply, cluster_cpus, sink
+from raypipe.stage import LIGHT_TASK_CPUS, Resources, apply, pool_size, sink
 from raypipe.store.parts import EXTRACTED, PartWriter
 from raypipe.store.state import RunState, digest
 from raypipe.store.storage import OutputStore, expand_inputs, redact
@@ -55,6 +55,10 @@ class ExtractTracker:
     ``settings`` (a hash of the extract phase's settings) is kept in every completion record, so a
     file extracted under other settings is not taken as done. A file whose read failed is recorded
     as failed (``failed``: URI -> error), its partial parts deleted, and never marked done.
+
+    Records go to the phase's journal in batches (``record_every`` files or ``record_every_s``
+    seconds, see :class:`raypipe.store.state.UnitJournal`), and the phase's progress record with
+    them: one write per batch, not per file. :meth:`flush` writes what is waiting.
     """
 
     def __init__(
@@ -64,14 +68,18 @@ class ExtractTracker:
         already_done: int,
         log_every_s: float = 10.0,
         settings: str | None = None,
+        record_every: int = 500,
+        record_every_s: float = 30.0,
     ):
         self.state = state
+        self.journal = state.journal("extract", record_every, record_every_s)
         self.settings = settings
         self.failed: dict[str, str] = {}
         self.files: dict[str, FileProgress] = defaultdict(FileProgress)
         self.total = total_files
         self.done = already_done
         self.docs = 0
+        self.done_docs = 0  # documents of the files recorded done: what the progress record shows
         self.start = time.monotonic()
         self.started_at = time.time()  # wall clock for the run state: `raypipe status` reads it elsewhere
         self.last_log = self.start
@@ -108,20 +116,27 @@ class ExtractTracker:
             "parts": sorted(prog.parts),
             "settings": self.settings,
         }
-        self.state.mark_unit("extract", file_stem(uri), record)
         del self.files[uri]
         self.done += 1
-        self._record_progress()
+        self.done_docs += prog.rows
+        if self.journal.done(file_stem(uri), record):
+            self._record_progress()
 
     def _fail(self, uri: str, prog: FileProgress) -> None:
-        """The read stopped early: what was written of the file is deleted (a rerun redoes it whole)."""
+        """The read stopped early: the parts written of the file are deleted (a rerun redoes it whole)."""
         error = prog.stats["failed"]
-        self.state.store.delete(f"{EXTRACTED}/{file_stem(uri)}")
-        self.state.mark_failed("extract", file_stem(uri), {"uri": redact(uri), "error": error, "at": time.time()})
+        if prog.parts:
+            self.state.store.delete_keys(prog.parts)
         log.warning("extract: %s could not be read: %s", redact(uri), error)
         self.failed[uri] = error
         self.docs -= prog.rows
         del self.files[uri]
+        if self.journal.failed(file_stem(uri), {"uri": redact(uri), "error": error, "at": time.time()}):
+            self._record_progress()
+
+    def flush(self) -> None:
+        """Write the waiting completion records, then the progress record that counts them."""
+        self.journal.flush()
         self._record_progress()
 
     def _record_progress(self) -> None:
@@ -132,7 +147,7 @@ class ExtractTracker:
             files_total=self.total,
             files_failed=len(self.failed),
             started=self.started_at,
-            docs=self.docs,
+            docs=self.done_docs,
         )
 
     def _maybe_log(self, force: bool = False) -> None:
@@ -182,20 +197,54 @@ def funnel_from_units(units: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def clear_partial(store: OutputStore, stems: set[str]) -> int:
+    """Delete what earlier runs wrote under ``extracted/`` for these files; returns objects deleted.
+
+    One listing of ``extracted/`` and batched deletes (1,000 keys a call), not a call per file:
+    at dump scale the files to redo are tens of thousands, and few of them have anything written.
+    """
+    if not stems:
+        return 0
+    keys = [k for k in store.list(EXTRACTED) if k.split("/")[1] in stems]
+    store.delete_keys(keys)
+    return len(keys)
+
+
+def extract_dataset(todo: list[str], cfg: RunConfig) -> Any:
+    """The streaming plan over ``todo``: read, extract, select, write parts; one summary row per part.
+
+    The read task of a file runs extraction and the verdict in the same task (Ray Data fuses
+    them: tasks of one CPU, and extraction asks no batch size of its own, see ``ExtractStage``),
+    and that task's output is cut into blocks of at most ``extract.part_mb``; the writer writes
+    each block as one part. A file's pages are therefore one part unless they exceed that size,
+    never one per read batch, and no block mixes two files.
+    """
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    block_size = ctx.target_max_block_size
+    ctx.target_max_block_size = cfg.extract.part_mb << 20  # the plan keeps a copy of the context
+    try:
+        ds = warc_dataset(todo, cfg.storage, cfg.extract, cfg.limit_records)
+        extract = ExtractStage(cfg.extract)
+        ds = apply(ds, extract)
+        for page_filter in load_filters(cfg.extract):
+            ds = apply(ds, page_filter)
+        ds = apply(ds, Select(extract_rules(cfg.extract, cfg.quality), None, extract.batch_size, extract.resources))
+        return sink(ds, PartWriter, cfg.output, cfg.storage, EXTRACTED, resources=_writer_resources(cfg))
+    finally:
+        ctx.target_max_block_size = block_size
+
+
 def _extract_files(todo: list[str], cfg: RunConfig, store: OutputStore, tracker: ExtractTracker) -> None:
-    """One streaming plan over ``todo``: read, extract, write parts; the tracker records each file."""
-    for uri in todo:  # partial output of an interrupted file is redone from scratch
-        store.delete(f"{EXTRACTED}/{file_stem(uri)}")
-    ds = warc_dataset(todo, cfg.storage, cfg.extract, cfg.limit_records)
-    extract = ExtractStage(cfg.extract)
-    ds = apply(ds, extract)
-    for page_filter in load_filters(cfg.extract):
-        ds = apply(ds, page_filter)
-    ds = apply(ds, Select(extract_rules(cfg.extract, cfg.quality), None, extract.batch_size, extract.resources))
-    ds = sink(ds, PartWriter, cfg.output, cfg.storage, EXTRACTED, resources=_writer_resources())
-    for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
-        for row in batch.to_dict("records"):
-            tracker.update(row)
+    """One streaming plan over ``todo`` (``extract_dataset``); the tracker records each file."""
+    ds = extract_dataset(todo, cfg)
+    try:
+        for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+            for row in batch.to_dict("records"):
+                tracker.update(row)
+    finally:  # what is durably written stays recorded, even when the plan fails
+        tracker.flush()
     tracker._maybe_log(force=True)
     if tracker.files:
         missing = sorted(file_stem(u) for u in tracker.files)
@@ -212,22 +261,34 @@ def run(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
     uris = expand_inputs(cfg.input, cfg.storage, cfg.limit_files)
     stems = {file_stem(u) for u in uris}
     settings = digest(cfg.phase_settings("extract"))
+    state.compact("extract", min_objects=64)  # after many interrupted runs: read one object, not hundreds
     units = state.units("extract")
     done = {k for k, u in units.items() if u.get("settings") == settings}
     redo = sorted(k for k in units if k in stems and k not in done)
     if redo:
         log.warning("extract: %d files were extracted under other extract settings; extracting them again", len(redo))
-    dropped = sorted(k for k in units if k not in stems)
-    if dropped:  # the later phases read every part under extracted/: only this input list's may be there
-        log.warning("extract: %d files are no longer in the input list; removing their pages", len(dropped))
-        for stem in dropped:
-            store.delete(f"{EXTRACTED}/{stem}")
-            store.delete(state.unit_key("extract", stem))
     todo = [u for u in uris if file_stem(u) not in done]
     log.info("extract: %d input files, %d already done, %d to read", len(uris), len(uris) - len(todo), len(todo))
     start = time.time()
     state.set_phase("extract", "running", files_done=len(uris) - len(todo), files_total=len(uris), started=start)
-    tracker = ExtractTracker(state, len(uris), len(uris) - len(todo), settings=settings)
+    tracker = ExtractTracker(
+        state,
+        len(uris),
+        len(uris) - len(todo),
+        settings=settings,
+        record_every=cfg.extract.record_every_files,
+        record_every_s=cfg.extract.record_every_s,
+    )
+    dropped = sorted(k for k in units if k not in stems)
+    if dropped:  # the later phases read every part under extracted/: only this input list's may be there
+        log.warning("extract: %d files are no longer in the input list; removing their pages", len(dropped))
+        for stem in dropped:
+            tracker.journal.removed(stem)
+        tracker.journal.flush()
+    # Partial output of an interrupted file is redone from scratch; a dropped file's output goes.
+    cleared = clear_partial(store, {file_stem(u) for u in todo} | set(dropped))
+    if cleared:
+        log.info("extract: deleted %d parts of files not recorded done (an interrupted run's)", cleared)
     if todo:
         _extract_files(todo, cfg, store, tracker)
     if tracker.failed:
@@ -235,6 +296,7 @@ def run(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
         log.warning("extract: %d files could not be read; reading them once more: %s", len(retry), redact(str(retry)))
         tracker.failed.clear()
         _extract_files(retry, cfg, store, tracker)
+    state.compact("extract")
     units = {k: v for k, v in state.units("extract").items() if k in stems and v.get("settings") == settings}
     summary = funnel_from_units(units)
     summary["seconds"] = round(time.time() - start, 2)
@@ -253,6 +315,8 @@ def run(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
     return summary
 
 
-def _writer_resources() -> Resources:
-    """Writers are IO-bound: quarter-CPU actors, at most one per CPU of the cluster."""
-    return Resources(cpus=LIGHT_TASK_CPUS, actors=max(1, int(cluster_cpus())))
+def _writer_resources(cfg: RunConfig) -> Resources:
+    """Writers are IO-bound: quarter-CPU actors, a pool of one that grows up to
+    ``extract.max_writers`` (at most one per CPU the cluster can have, ``ray.max_cpus``: not the
+    CPUs it has when the plan is built, as an autoscaling cluster starts with no workers)."""
+    return Resources(cpus=LIGHT_TASK_CPUS, actors=pool_size(cfg.extract.max_writers))

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from raypipe.config import StorageConfig, TokenizerConfig
-from raypipe.stage import Resources, Stage, apply, cluster_cpus
+from raypipe.stage import Resources, Stage, apply, pool_size
 from raypipe.store.storage import read_bytes
 
 # LLaMA-3's pre-tokenizer regex and special-token layout, as published with the model: 256 special
@@ -289,8 +289,8 @@ class TokenizeDocs(Stage):
 
     @classmethod
     def apply_to(cls, ds: Any, cfg: Any) -> Any:
-        """``ds`` with the stage appended, its pool sized by ``tokenizer.max_actors`` (else the cluster's CPUs)."""
-        actors = cfg.tokenizer.max_actors or max(1, int(cluster_cpus()))
+        """``ds`` with the stage appended, its pool growing up to ``tokenizer.max_actors`` (see ``pool_size``)."""
+        actors = pool_size(cfg.tokenizer.max_actors)
         return apply(ds, cls(cfg.tokenizer, cfg.storage, actors))
 
     def setup(self) -> None:

@@ -331,10 +331,11 @@ def read_warc_file(
 
 
 def warc_dataset(uris: list[str], storage: StorageConfig, cfg: ExtractConfig, limit_records: int | None = None):
-    """A Ray Dataset with one read task per WARC file (one whole CPU: inflating is real work)."""
+    """A Ray Dataset with one read task per WARC file (one whole CPU: inflating is real work),
+    yielding batches of ``extract.batch_size`` pages: the extraction batches."""
     from raypipe.store.filesource import per_file_dataset
 
     def read_file(uri: str) -> Iterator[pa.Table]:
-        yield from read_warc_file(uri, storage, cfg, limit_records=limit_records)
+        yield from read_warc_file(uri, storage, cfg, batch_rows=cfg.batch_size, limit_records=limit_records)
 
     return per_file_dataset(uris, read_file, "Warc", schema=SCHEMA, num_cpus=1.0)

@@ -15,6 +15,7 @@ plus damaged files built from real records at test time (tests/support/bad_warcs
 
 from __future__ import annotations
 
+import gzip
 import ipaddress
 import itertools
 import json
@@ -170,12 +171,23 @@ def _stats(client, prefix: str) -> dict:
 
 
 def _units(client, prefix: str) -> dict[str, dict]:
-    keys = s3_keys(client, BUCKET, f"{prefix}/_state/")
-    return {
-        k: json.loads(client.get_object(Bucket=BUCKET, Key=k)["Body"].read())
-        for k in keys
-        if re.search(r"/_state/[^/]+/units/[^/]+\.json$", k)
-    }
+    """The completion records under ``_state/``: the journal's (last entry per unit wins) over those
+    of the older one-object-per-record layout."""
+    keys = sorted(s3_keys(client, BUCKET, f"{prefix}/_state/"))
+    latest = {}
+
+    def read(key: str) -> bytes:
+        return client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+    for k in keys:
+        if re.search(r"/_state/[^/]+/units/[^/]+\.json$", k):
+            latest[k.rsplit("/", 1)[1][: -len(".json")]] = ("done", json.loads(read(k)))
+    for k in keys:
+        if re.search(r"/_state/[^/]+/journal/\d+\.jsonl\.gz$", k):
+            for line in gzip.decompress(read(k)).splitlines():
+                entry = json.loads(line)
+                latest[entry["unit"]] = (entry["status"], entry["record"])
+    return {unit: record for unit, (status, record) in latest.items() if status == "done"}
 
 
 def test_reference_run_reads_every_file_and_the_funnel_adds_up(reference, client, corpus):
