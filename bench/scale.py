@@ -495,6 +495,26 @@ def summarize(runs: dict[int, dict[str, Any]], base_pages: int) -> dict[str, Any
     return {"ratios_vs_1x": table, "checks": checks}
 
 
+def marginal(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """CPU-seconds per added page between the two largest scales, per phase and in total.
+
+    What a projection to a dump needs: the fixed costs (Ray start, seed index, classifier
+    training, the benchmark index) cancel out, and what is left is what each further page costs.
+    """
+    scales = sorted(runs)
+    if len(scales) < 2:
+        return {}
+    a, b = runs[scales[-2]], runs[scales[-1]]
+    added = b["pages"] - a["pages"]
+    out: dict[str, Any] = {"between": f"{scales[-2]}x and {scales[-1]}x", "added_pages": added}
+    for name in b["phases"]:
+        if name in a["phases"]:
+            cpu = {k: (b["phases"][name][k] - a["phases"][name][k]) / added for k in ("driver", "worker", "daemon")}
+            out[name] = {k: round(v, 5) for k, v in cpu.items()}
+    out["total_driver_and_workers"] = round(sum(b["cpu_s"][k] - a["cpu_s"][k] for k in ("driver", "worker")) / added, 5)
+    return out
+
+
 def _check(value: float, target: float, op: str) -> dict[str, Any]:
     ok = value <= target if op == "<=" else value >= target
     return {"value": round(value, 4), "target": f"{op} {target}", "result": "PASS" if ok else "FAIL"}
@@ -540,6 +560,15 @@ def _print(report: dict[str, Any]) -> None:
     print("\ntargets")
     for name, c in summary["checks"].items():
         print(f"  {name}: {c['value']} (target {c['target']}) {c['result']}")
+    m = summary.get("marginal_cpu_s_per_page")
+    if m:
+        print(f"\nCPU-s per added page between {m['between']} (driver + workers; daemons apart):")
+        for name, cpu in m.items():
+            if isinstance(cpu, dict):
+                print(
+                    f"  {name:<8} driver {cpu['driver']:.5f}  workers {cpu['worker']:.5f}  daemons {cpu['daemon']:.5f}"
+                )
+        print(f"  total    {m['total_driver_and_workers']:.5f}")
     ev = report.get("extract_vs_floor")
     if ev:
         c = ev["check"]
@@ -559,7 +588,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per scale")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale.json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--report", type=Path, help="recompute the summary of a results file and print it")
     args = ap.parse_args(argv)
+    if args.report:
+        report = json.loads(args.report.read_text())
+        runs = {int(s): r for s, r in report["runs"].items()}
+        summary = summarize(runs, report["pages_at_1x"])
+        summary["marginal_cpu_s_per_page"] = marginal(runs)
+        summary["ratios_vs_1x"] = {str(k): v for k, v in summary["ratios_vs_1x"].items()}
+        report["summary"] = summary
+        args.report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        _print(report)
+        return 0
     if args.child:
         import logging
 
@@ -583,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = f" FAILED: {runs[s]['error']}" if runs[s]["error"] else ""
         print(f"scale: {s}x done in {runs[s]['wall_s']:.0f}s{failed}", flush=True)
     summary = summarize(runs, args.pages)
+    summary["marginal_cpu_s_per_page"] = marginal(runs)
     top = max(scales)
     print(f"scale: raw floor over the {top}x files ...", flush=True)
     report = {
