@@ -11,8 +11,9 @@ own local Ray, and prints, as ratios against 1x:
 - rows through the driver (``bench/driver_rows.py``: the rows Ray Data's consuming calls hand to
   the driver, by method and by calling line);
 - files written under the output;
-- CPU-seconds per input page: the driver and every Ray worker process (``ray::...``), sampled with
-  psutil over the run's process tree; Ray's own daemons (GCS, raylet, agents) are reported apart.
+- CPU-seconds per input page: every process of the run's Ray session (the driver, the Ray workers,
+  and Ray's own daemons: GCS, raylet, agents), sampled with psutil over the driver's process tree;
+  the split by kind is kept beside the total.
 
 The classifier's negatives sample is set to 100 pages (``NEGATIVES_SAMPLE``; 5,000 by default), so
 that every scale is past that bound as a dump is; ``--set classify.negatives_sample_size=5000``
@@ -29,8 +30,8 @@ the first ``k * --pages`` pages, so a smaller scale is a prefix of a larger one.
 In the same run the extract phase as the job runs it (read tasks, extraction, part writer on the
 local Ray) is set against the raw floor (``bench.extract.floor_extract``: fastwarc + resiliparse
 in one process over the same files). Both are pages per CPU-second: the floor's CPU is its one
-process; the job's is the driver plus every Ray worker process over the extract phase's wall
-window (the daemons apart), so the comparison is per core used, whatever the core count.
+process; the job's is every process of the Ray session (driver, workers, daemons) over the extract
+phase's wall window, so the comparison is per core used, whatever the core count.
 
     PYTHONPATH=$PWD HF_HUB_OFFLINE=1 .venv/bin/python -m bench.scale            # 400 pages at 1x
     PYTHONPATH=$PWD HF_HUB_OFFLINE=1 .venv/bin/python -m bench.scale --pages 100 --scales 1 4
@@ -63,6 +64,7 @@ from bench.peers import BENCH_DIR
 REPO = Path(__file__).resolve().parents[1]
 SCALES = (1, 4, 16)
 CORPUS_VERSION = 3
+KINDS = ("driver", "worker", "daemon")
 NEGATIVES_SAMPLE = 100  # below the kept pages of the smallest scale; see ``child``
 MIN_WORDS = 12  # a paragraph: a line of main text with at least this many words
 TARGETS = {
@@ -242,13 +244,18 @@ class Sampler:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _kind(self, proc: Any, root: int) -> str:
+        """A Ray worker shows ``default_worker.py`` in its command line until it sets its title to
+        ``ray::<task or actor>``; the agents have titles too but are daemons."""
         if proc.pid == root:
             return "driver"
         try:
-            title = proc.cmdline()[0] if proc.cmdline() else ""
+            cmd = proc.cmdline()
         except Exception:  # noqa: BLE001 - the process is gone
             return "daemon"
-        if title.startswith("ray::") and title not in ("ray::DashboardAgent", "ray::RuntimeEnvAgent"):
+        title = cmd[0] if cmd else ""
+        if title in ("ray::DashboardAgent", "ray::RuntimeEnvAgent"):
+            return "daemon"
+        if title.startswith("ray::") or any(part.endswith("default_worker.py") for part in cmd):
             return "worker"
         return "daemon"
 
@@ -261,7 +268,8 @@ class Sampler:
                 with proc.oneshot():
                     t = proc.cpu_times()
                     key = (proc.pid, proc.create_time())
-                    kind = self.cpu[key][0] if key in self.cpu else self._kind(proc, root.pid)
+                    known = self.cpu.get(key, ("daemon", 0.0))[0]
+                    kind = known if known != "daemon" else self._kind(proc, root.pid)
             except Exception:  # noqa: BLE001 - exited between listing and reading
                 continue
             with self._lock:
@@ -468,7 +476,7 @@ def summarize(runs: dict[int, dict[str, Any]], base_pages: int) -> dict[str, Any
     for s in scales:
         r = runs[s]
         pages = s * base_pages
-        cpu = r["cpu_s"]["driver"] + r["cpu_s"]["worker"]
+        cpu = sum(r["cpu_s"][k] for k in KINDS)
         r["pages"] = pages
         r["cpu_s_per_page"] = round(cpu / pages, 5)
         r["files_written_total"] = sum(r["files_written"].values())
@@ -511,7 +519,7 @@ def marginal(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
         if name in a["phases"]:
             cpu = {k: (b["phases"][name][k] - a["phases"][name][k]) / added for k in ("driver", "worker", "daemon")}
             out[name] = {k: round(v, 5) for k, v in cpu.items()}
-    out["total_driver_and_workers"] = round(sum(b["cpu_s"][k] - a["cpu_s"][k] for k in ("driver", "worker")) / added, 5)
+    out["total"] = round(sum(b["cpu_s"][k] - a["cpu_s"][k] for k in KINDS) / added, 5)
     return out
 
 
@@ -523,13 +531,13 @@ def _check(value: float, target: float, op: str) -> dict[str, Any]:
 def extract_vs_floor(run: dict[str, Any], floor_m: dict[str, Any]) -> dict[str, Any]:
     """The extract phase as the job ran it against the floor, both in pages per CPU-second."""
     phase = run["phases"]["extract"]
-    cpu = phase["driver"] + phase["worker"]
+    cpu = sum(phase[k] for k in KINDS)
     job_rate = run["pages"] / cpu
     wall_rate_per_cpu = run["pages"] / phase["wall_s"] / (run["num_cpus"] or 1)
     return {
         "pages": run["pages"],
         "job_cpu_s": round(cpu, 2),
-        "job_daemon_cpu_s": phase["daemon"],
+        "job_cpu_s_by_kind": {k: phase[k] for k in KINDS},
         "job_wall_s": phase["wall_s"],
         "job_pages_per_cpu_s": round(job_rate, 1),
         "job_pages_per_s_per_ray_cpu": round(wall_rate_per_cpu, 1),
@@ -541,7 +549,9 @@ def extract_vs_floor(run: dict[str, Any], floor_m: dict[str, Any]) -> dict[str, 
 
 def _print(report: dict[str, Any]) -> None:
     runs, summary = report["runs"], report["summary"]
-    print("\nscale  pages  wall s  driver RSS MiB  object store MiB  driver rows  files  CPU s/page (driver+workers)")
+    print(
+        "\nscale  pages  wall s  driver RSS MiB  object store MiB  driver rows  files  CPU s/page (all Ray processes)"
+    )
     for s, r in runs.items():
         cells = f"{r['pages']:>6} {r['wall_s']:>7.0f} {r['driver_rss_mib']:>15.0f} {r['object_store_peak_mib']:>17.1f}"
         rest = f"{r['driver_rows']['total']:>12} {r['files_written_total']:>6} {r['cpu_s_per_page']:>12.4f}"
@@ -562,13 +572,13 @@ def _print(report: dict[str, Any]) -> None:
         print(f"  {name}: {c['value']} (target {c['target']}) {c['result']}")
     m = summary.get("marginal_cpu_s_per_page")
     if m:
-        print(f"\nCPU-s per added page between {m['between']} (driver + workers; daemons apart):")
+        print(f"\nCPU-s per added page between {m['between']} (every process of the Ray session):")
         for name, cpu in m.items():
             if isinstance(cpu, dict):
                 print(
                     f"  {name:<8} driver {cpu['driver']:.5f}  workers {cpu['worker']:.5f}  daemons {cpu['daemon']:.5f}"
                 )
-        print(f"  total    {m['total_driver_and_workers']:.5f}")
+        print(f"  total    {m['total']:.5f}")
     ev = report.get("extract_vs_floor")
     if ev:
         c = ev["check"]
@@ -597,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
         summary["marginal_cpu_s_per_page"] = marginal(runs)
         summary["ratios_vs_1x"] = {str(k): v for k, v in summary["ratios_vs_1x"].items()}
         report["summary"] = summary
+        if report.get("extract_vs_floor"):
+            report["extract_vs_floor"] = extract_vs_floor(runs[max(runs)], report["extract_vs_floor"]["floor"])
         args.report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         _print(report)
         return 0
