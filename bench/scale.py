@@ -33,7 +33,7 @@ in one process over the same files). Both are pages per CPU-second: the floor's 
 process; the job's is every process of the Ray session (driver, workers, daemons) over the extract
 phase's wall window, so the comparison is per core used, whatever the core count.
 
-    PYTHONPATH=$PWD HF_HUB_OFFLINE=1 .venv/bin/python -m bench.scale            # 400 pages at 1x
+    PYTHONPATH=$PWD HF_HUB_OFFLINE=1 .venv/bin/python -m bench.scale            # 300 pages at 1x
     PYTHONPATH=$PWD HF_HUB_OFFLINE=1 .venv/bin/python -m bench.scale --pages 100 --scales 1 4
 """
 
@@ -648,7 +648,7 @@ def _print(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pages", type=int, default=400, help="pages at 1x")
+    ap.add_argument("--pages", type=int, default=300, help="pages at 1x")
     ap.add_argument("--scales", type=int, nargs="+", default=list(SCALES))
     ap.add_argument("--pages-per-file", type=int, default=100, help="pages per WARC file")
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
