@@ -560,7 +560,9 @@ def extract_marginal_vs_floor(runs: dict[int, dict[str, Any]], floor_m: dict[str
     a, b = runs[scales[-2]], runs[scales[-1]]
     cpu = sum(b["phases"]["extract"][k] - a["phases"]["extract"][k] for k in KINDS)
     added = b["pages"] - a["pages"]
-    rate = added / cpu if cpu > 0 else float("inf")
+    if cpu <= 0:  # the larger run used less CPU in this phase: noise swamps the per-page cost
+        return {"between": f"{scales[-2]}x and {scales[-1]}x", "unresolved": f"CPU difference {cpu:.2f} s"}
+    rate = added / cpu
     return {
         "between": f"{scales[-2]}x and {scales[-1]}x",
         "job_pages_per_cpu_s": round(rate, 1),
@@ -638,7 +640,7 @@ def _print(report: dict[str, Any]) -> None:
               f"{ev['job_pages_per_cpu_s']} vs {ev['floor_pages_per_cpu_s']} = {c['value']} "
               f"(target {c['target']}) {c['result']}")  # fmt: skip
         for m in (ev.get("marginal"), report.get("real_extract_vs_floor")):
-            if not m:
+            if not m or "unresolved" in m:
                 continue
             c = m["check"]
             print(f"  extract phase, CPU per added page between {m['between']}, vs raw floor: "
