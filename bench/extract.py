@@ -5,7 +5,9 @@
   resiliparse main content, language id, Gopher signals, Arrow in and out).
 - floor: fastwarc iteration + resiliparse ``extract_plain_text(main_content=True)`` in a plain
   loop: the least work that turns these WARC records into main-content text.
-- DataTrove: WarcReader + Trafilatura with its defaults (``bench/peer_datatrove.py``, own venv).
+- DataTrove: WarcReader + Trafilatura with its defaults (``bench/peer_datatrove.py``, own venv), and
+  WarcReader + DataTrove's own ``Resiliparse`` extractor, the fair peer (same extraction library);
+  reported as n/a while no DataTrove release on PyPI ships that extractor (0.10.1 does not).
 - NeMo Curator: its Common Crawl WARC iterator + HTML extractor with the resiliparse algorithm
   (``bench/peer_nemo.py``, own venv), in process and on ``RayDataExecutor`` with one CPU.
 
@@ -94,22 +96,26 @@ def floor_extract(warc: Path) -> Measure:
     return timed("floor", go)
 
 
-def datatrove_extract(warc: Path, rounds: int = 1, log=print) -> Measure | str:
-    """DataTrove's measure, or why there is none."""
+def datatrove_extract(warc: Path, rounds: int = 1, log=print, extractor: str = "trafilatura") -> Measure | str:
+    """DataTrove's measure with its ``extractor`` (trafilatura or resiliparse), or why there is none."""
     python = ensure_peer(PEERS["datatrove"], log=log)
     if python is None:
         return "n/a (install failed)"
+    args = ["extract", str(warc), "--rounds", str(rounds), "--extractor", extractor]
     try:
-        res = run_peer(
-            python, BENCH / "peer_datatrove.py", ["extract", str(warc), "--rounds", str(rounds)], timeout_s=3600
-        )["extract"]
+        out = run_peer(python, BENCH / "peer_datatrove.py", args, timeout_s=3600)
     except PeerError as e:
-        log(f"datatrove: {e}")
+        log(f"datatrove ({extractor}): {e}")
         return "n/a (run failed)"
-    trafilatura = next((s["stats"] for s in res["stats"] if "Trafilatura" in s["name"]), {})
-    details = {k: trafilatura.get(k, 0) for k in ("timeout", "extracted", "clean_error", "broken_process")}
+    if "unavailable" in out:
+        return f"n/a ({out['unavailable']})"
+    res = out["extract"]
+    step = "Resiliparse" if extractor == "resiliparse" else "Trafilatura"
+    stats = next((s["stats"] for s in res["stats"] if step in s["name"]), {})
+    details = {k: stats.get(k, 0) for k in ("timeout", "extracted", "clean_error", "broken_process")}
     details["runs_cpu_s"] = [round(x, 3) for x in res["runs_cpu_s"]]
-    return Measure("datatrove", res["docs_in"], res["docs_out"], res["wall_s"], res["cpu_s"], details)
+    name = "datatrove_resiliparse" if extractor == "resiliparse" else "datatrove"
+    return Measure(name, res["docs_in"], res["docs_out"], res["wall_s"], res["cpu_s"], details)
 
 
 def nemo_extract(warc: Path, rounds: int = 1, log=print) -> list[Measure] | str:
@@ -138,6 +144,8 @@ def measure_extraction(warc: Path, rounds: int, log=print) -> dict[str, Measure 
     results: dict[str, Measure | str] = {"raypipe": best_of(ours), "floor": best_of(floor)}
     log("extract: running DataTrove (WarcReader + Trafilatura) in its venv")
     results["datatrove"] = datatrove_extract(warc, max(1, rounds - 1), log=log)
+    log("extract: running DataTrove (WarcReader + its Resiliparse extractor) in its venv")
+    results["datatrove_resiliparse"] = datatrove_extract(warc, rounds, log=log, extractor="resiliparse")
     log("extract: running NeMo Curator (resiliparse extractor) in its venv")
     nemo = nemo_extract(warc, rounds, log=log)
     if isinstance(nemo, str):
@@ -153,7 +161,7 @@ def extraction_ratios(results: dict[str, Measure | str]) -> dict[str, float | st
     ours = results["raypipe"]
     assert isinstance(ours, Measure)
     ratios: dict[str, float | str] = {}
-    for peer in ("datatrove", "nemo_curator", "floor"):
+    for peer in ("datatrove", "datatrove_resiliparse", "nemo_curator", "floor"):
         found = [m for k, m in results.items() if k.split(" ")[0] == peer and isinstance(m, Measure)]
         ratios[f"extract vs {peer}"] = ours.rate / max(m.rate for m in found) if found else "n/a"
     return ratios

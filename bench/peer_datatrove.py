@@ -1,7 +1,10 @@
 """Runs inside ``.bench/venv-datatrove`` (never imports raypipe): DataTrove on the benchmark WARC.
 
 ``extract``: WarcReader + Trafilatura with DataTrove's defaults (favour_precision, 1 s timeout in
-its sandbox process), one task, one worker. ``e2e``: the closest DataTrove pipeline to raypipe's
+its sandbox process), one task, one worker; ``--extractor resiliparse``: the same with DataTrove's own
+``Resiliparse`` extractor (main content, its defaults), the fair peer of raypipe's resiliparse path.
+DataTrove releases up to 0.10.1 (the newest on PyPI) do not ship that extractor; the script then
+prints ``{"unavailable": reason}`` instead of a measure. ``e2e``: the closest DataTrove pipeline to raypipe's
 CPU path, as its own examples build it, each step timed on its own:
 
 - extract+filter: WarcReader, Trafilatura, GopherRepetitionFilter, GopherQualityFilter, JsonlWriter
@@ -67,14 +70,31 @@ def _counts(stats: list[dict], first: str, last: str) -> tuple[int, int]:
     return pick(first, "total") or pick(first, "documents"), pick(last, "forwarded") or pick(last, "documents")
 
 
-def extract(warc: Path, work: Path, rounds: int) -> dict:
+def _extractor(name: str) -> tuple[type, str] | str:
+    """(DataTrove's extractor class, its step name) or why this DataTrove has none by that name."""
+    if name == "trafilatura":
+        return Trafilatura, "Trafilatura"
+    import datatrove.pipeline.extractors as extractors
+
+    if not hasattr(extractors, "Resiliparse"):
+        from importlib.metadata import version
+
+        return f"datatrove {version('datatrove')} has no Resiliparse extractor (it is on DataTrove's main branch only)"
+    return extractors.Resiliparse, "Resiliparse"
+
+
+def extract(warc: Path, work: Path, rounds: int, extractor: str = "trafilatura") -> dict:
     """The least CPU time of ``rounds`` runs (raypipe and the floor get the same treatment)."""
+    found = _extractor(extractor)
+    if isinstance(found, str):
+        return {"unavailable": found}
+    cls, step_name = found
     steps = [
-        run_step(f"extract{i}", [WarcReader(str(warc.parent), glob_pattern=warc.name), Trafilatura()], work)
+        run_step(f"extract{i}", [WarcReader(str(warc.parent), glob_pattern=warc.name), cls()], work)
         for i in range(rounds)
     ]
     step = min(steps, key=lambda s: s["cpu_s"])
-    docs_in, docs_out = _counts(step["stats"], "Trafilatura", "Trafilatura")
+    docs_in, docs_out = _counts(step["stats"], step_name, step_name)
     return {"extract": {**step, "docs_in": docs_in, "docs_out": docs_out, "runs_cpu_s": [s["cpu_s"] for s in steps]}}
 
 
@@ -131,11 +151,14 @@ def main() -> None:
     ap.add_argument("warc", type=Path)
     ap.add_argument("--tokenizer", help="tokenizer.json for the e2e tokenize step")
     ap.add_argument("--rounds", type=int, default=1, help="extract: runs, the least CPU time is reported")
+    ap.add_argument("--extractor", choices=["trafilatura", "resiliparse"], default="trafilatura", help="extract mode")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-datatrove-") as tmp:
         work = Path(tmp)
         result = (
-            extract(args.warc, work, args.rounds) if args.mode == "extract" else e2e(args.warc, work, args.tokenizer)
+            extract(args.warc, work, args.rounds, args.extractor)
+            if args.mode == "extract"
+            else e2e(args.warc, work, args.tokenizer)
         )
     print(json.dumps(result))
 

@@ -81,3 +81,5 @@ def test_bounded_sample_equals_the_unbounded_one(local_ray) -> None:
     pd.testing.assert_frame_equal(unbounded, bounded)
     # a wrong (too large) population still gives the same sample, through the fallback
     pd.testing.assert_frame_equal(unbounded, sample_pages(ds, 100, seed=7, population=4_000_000))
+    # a population between k and k + 6 sqrt(k) + 10 needs no cutoff (its share once overflowed uint64)
+    pd.testing.assert_frame_equal(unbounded, sample_pages(ds, 100, seed=7, population=150))

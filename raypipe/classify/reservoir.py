@@ -112,9 +112,11 @@ def sample_pages(
     to pass, an astronomically rare event, the sample is taken again without the cutoff).
     """
     cutoff = None
-    if population and population > k:
-        expected = k + 6 * k**0.5 + 10
-        cutoff = int(min(1.0, expected / population) * np.iinfo(np.uint64).max)
+    expected = k + 6 * k**0.5 + 10
+    if population and population > expected:
+        # A cutoff only where it drops rows: at a share of 1.0 the float product rounds up to 2**64,
+        # which no uint64 holds (populations between k and ``expected`` used to fail here).
+        cutoff = min(int(expected / population * np.iinfo(np.uint64).max), int(np.iinfo(np.uint64).max))
     sampler = ReservoirSampler(k, seed, key_column, columns)
 
     def local(batch: pd.DataFrame) -> pd.DataFrame:
