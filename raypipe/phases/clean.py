@@ -75,7 +75,7 @@ from raypipe.defaults import describe_benchmarks
 from raypipe.extract.stage import EXTRACT_TAGS
 from raypipe.select import Flag, PriorRoute, Select, TagReason
 from raypipe.stage import LIGHT_TASK_CPUS, Resources, apply, cluster_cpus, map_table
-from raypipe.store.filesource import parquet_dataset
+from raypipe.store.filesource import parquet_dataset, retry_transfer
 from raypipe.store.parts import CANDIDATES, CLEAN, SCORED, load_seed_table, read_parts, write_dataset
 from raypipe.store.state import RunState
 from raypipe.store.storage import OutputStore
@@ -145,7 +145,7 @@ def _column_bytes(fs: pafs.FileSystem, path: str, columns: list[str] | None) -> 
     )
 
     def size(file: str) -> int:
-        meta = pq.read_metadata(file, filesystem=fs)
+        meta = retry_transfer(partial(pq.read_metadata, file, filesystem=fs))
         total = 0
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 
 from raypipe.stage import LIGHT_TASK_CPUS
 from raypipe.store.storage import RetryPolicy, is_retriable
+
+T = TypeVar("T")
 
 ReadFile = Callable[[str], Iterator[pa.Table]]
 
@@ -63,24 +65,33 @@ def per_file_dataset(
     return ray.data.read_datasource(PerFileDatasource(), override_num_blocks=max(1, len(uris)), num_cpus=num_cpus)
 
 
-def _read_whole(filesystem: pafs.FileSystem, path: str, policy: RetryPolicy | None = None) -> bytes:
-    """One of our own parquet parts, whole, retried when the transfer breaks.
+def retry_transfer(fn: Callable[[], T], policy: RetryPolicy | None = None) -> T:
+    """``fn()`` (a read of one of our own objects), tried again when the transfer breaks.
 
     S3 requests are retried by botocore, but a body cut mid-transfer surfaces while pyarrow reads
-    it, after botocore is done; reading the part in one piece here (parts are a few MB) lets a
-    broken read start over instead of failing the task with half a file parsed.
+    it, after botocore is done; this is the one loop for that case (transient errors only).
     """
     policy = policy or RetryPolicy()
     attempt = 0
     while True:
         try:
-            with filesystem.open_input_file(path) as f:
-                return f.read()
+            return fn()
         except Exception as e:  # noqa: BLE001 - classified below, re-raised unless transient
             if attempt >= policy.retries or not is_retriable(e):
                 raise
             time.sleep(policy.delay(attempt))
             attempt += 1
+
+
+def _read_whole(filesystem: pafs.FileSystem, path: str, policy: RetryPolicy | None = None) -> bytes:
+    """One of our own parquet parts, whole (parts are a few MB), so that a broken read starts over
+    instead of failing the task with half a file parsed."""
+
+    def read() -> bytes:
+        with filesystem.open_input_file(path) as f:
+            return f.read()
+
+    return retry_transfer(read, policy)
 
 
 def parquet_files_dataset(
