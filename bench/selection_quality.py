@@ -6,12 +6,13 @@ What runs is the pipeline's own code, in process: ``ExtractStage`` on every page
 ``run_rounds`` (training, rule fitting, ``classifier/round-N/metrics.json``) on a crawl sample,
 ``SeedRetriever`` (the retrieval stage) for ``seed_similarity``, and the fitted rule.
 
-The crawl sample the classifier learns from is what a run would sample: half of the ordinary web
-pages of ``../shared/data`` (HTML pages extracted by ``ExtractStage``, C4, Wikipedia; split by a
-hash of their id), the dev split's non-API pages of documentation sites, and dev documentation
-pages mixed in at ``--docs-share`` of the sample (1%, 5%, 20%: a general crawl to a docs-heavy
-focused one). The crawl's documentation pages are the ones the classifier must not learn to
-reject; every threshold is picked by the run itself for ``classify.prevalence``.
+The crawl sample the classifier learns from is what a run would sample: the dev split's ordinary
+web pages (HTML pages of ``../shared/data`` extracted by ``ExtractStage``, C4, Wikipedia; split by
+a hash of their id) and dev documentation sites making ``--docs-share`` of the sample (1%, 5%,
+20%: a general crawl to a docs-heavy focused one), site by site with their non-API pages. The
+crawl's documentation pages are the ones the classifier must not learn to reject; every threshold
+is picked by the run itself for ``classify.prevalence``. Besides the evaluation pages below, the
+run's selection is counted on the crawl's own pages, as a job selects them.
 
 Evaluation pages: ``--split test`` (the default, the figures reported) is the test projects' pages
 plus the other half of the ordinary web pages; ``--split dev`` uses the dev pages that were not in
@@ -44,11 +45,19 @@ import pyarrow as pa
 
 from bench.devset import load_devset
 from raypipe.classify.calibrate import CalibrationSimilarity
-from raypipe.classify.classifier import load_classifier
+from raypipe.classify.classifier import load_classifier, prf_from_counts
 from raypipe.classify.model import agent_proba
 from raypipe.classify.rounds import run_rounds, score_frame
 from raypipe.classify.thresholds import at_prevalence, prf
-from raypipe.config import ClassifyConfig, ExtractConfig, QualityConfig, RetrieveConfig, SeedsConfig, StorageConfig
+from raypipe.config import (
+    ClassifyConfig,
+    ExtractConfig,
+    QualityConfig,
+    RetrieveConfig,
+    SeedsConfig,
+    StorageConfig,
+    load_config,
+)
 from raypipe.extract.stage import extract_and_select
 from raypipe.retrieve.evaluate import bucket, roc_auc
 from raypipe.retrieve.index import build_seed_index
@@ -67,9 +76,10 @@ def _mentions_reserved(values: Sequence[str]) -> list[str]:
     return sorted({v for v in values if any(r in str(v).lower() for r in RESERVED)})
 
 
-def extract_pages(urls: Sequence[str], htmls: Sequence[bytes]) -> pd.DataFrame:
+def extract_pages(
+    urls: Sequence[str], htmls: Sequence[bytes], extract: ExtractConfig, quality: QualityConfig
+) -> pd.DataFrame:
     """url, text, language, drop_reason: the extraction stage and its verdict, over in-memory HTML."""
-    extract, quality = ExtractConfig(), QualityConfig()
     n = len(urls)
     table = pa.table(
         {
@@ -90,14 +100,16 @@ def extract_pages(urls: Sequence[str], htmls: Sequence[bytes]) -> pd.DataFrame:
     return out[["url", "text", "language", "drop_reason"]]
 
 
-def extracted_devset(devset: pd.DataFrame, cache: Path) -> pd.DataFrame:
+def extracted_devset(devset: pd.DataFrame, cache: Path, extract: ExtractConfig, quality: QualityConfig) -> pd.DataFrame:
     """The development set with text, language and drop_reason from extraction and its verdict,
-    cached by the pages and by the extraction code itself (a changed identifier re-extracts)."""
+    cached by the pages, the settings and the extraction code itself (a changed identifier
+    re-extracts)."""
     code = b"".join(p.read_bytes() for p in sorted(Path(extract_and_select.__code__.co_filename).parent.glob("*.py")))
-    key = hashlib.sha1("\n".join(devset["sha1"]).encode() + code).hexdigest()[:12]
+    settings = (extract.model_dump_json() + quality.model_dump_json()).encode()
+    key = hashlib.sha1("\n".join(devset["sha1"]).encode() + code + settings).hexdigest()[:12]
     path = cache / f"extracted-{key}.parquet"
     if not path.exists():
-        extract_pages(devset["url"].tolist(), devset["html"].tolist()).to_parquet(path)
+        extract_pages(devset["url"].tolist(), devset["html"].tolist(), extract, quality).to_parquet(path)
     pages = pd.read_parquet(path)
     return devset.drop(columns=["html"]).assign(
         text=pages["text"].fillna("").to_numpy(),
@@ -170,16 +182,26 @@ def build_index(seeds: pd.DataFrame, per_source: int, cfg: RetrieveConfig, cache
 
 
 def crawl_sample(negatives: pd.DataFrame, docs: pd.DataFrame, share: float) -> pd.DataFrame:
-    """The pages a run would sample: the dev negatives (ordinary web pages and the dev projects'
-    non-API pages) and dev documentation pages making ``share`` of the sample (hash-ordered, so a
-    larger share holds the smaller ones). Only pages the extraction stage kept: a run samples those."""
+    """The pages a run would sample: the ordinary web pages of ``negatives``, and documentation
+    sites making ``share`` of the ordinary pages and documentation together.
+
+    Documentation enters site by site, as a crawl fetches it: projects in hash order, each one's
+    pages in hash order (the last site taken in part), so a larger share holds the smaller ones;
+    a site's non-API pages (changelogs, indexes) come with it, and those of sites not taken stay
+    out. Only pages the extraction stage kept: a run samples those."""
     kept = negatives[negatives["drop_reason"].isna()]
+    ordinary = kept[kept["kind"].isin(WEB_KINDS)]
     docs = docs[docs["drop_reason"].isna()]
-    docs = docs.assign(_b=docs["url"].map(lambda u: bucket(u, "crawl-docs"))).sort_values("_b")
-    n_docs = int(round(share / (1 - share) * len(kept)))
+    docs = docs.assign(
+        _p=docs["project"].map(lambda p: bucket(str(p), "crawl-sites")),
+        _b=docs["url"].map(lambda u: bucket(u, "crawl-docs")),
+    ).sort_values(["_p", "_b"])
+    n_docs = int(round(share / (1 - share) * len(ordinary)))
     if n_docs > len(docs):
         raise ValueError(f"docs share {share} needs {n_docs} dev documentation pages, the dev split has {len(docs)}")
-    return pd.concat([kept, docs.head(n_docs).drop(columns="_b")], ignore_index=True)
+    taken = docs.head(n_docs).drop(columns=["_p", "_b"])
+    site_pages = kept[(kept["kind"] == "site_nondocs") & kept["project"].isin(set(taken["project"]))]
+    return pd.concat([ordinary, site_pages, taken], ignore_index=True)
 
 
 def counts(chosen: np.ndarray, label: np.ndarray) -> dict[str, int]:
@@ -259,8 +281,15 @@ def main() -> None:
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "raypipe-selection-bench"))
     ap.add_argument("--index-per-source", type=int, default=400, help="seeds per source in the index (0 = all)")
     ap.add_argument("--device", default="auto", help="embedding device: auto, cpu or cuda")
+    ap.add_argument(
+        "--config",
+        default=None,
+        help="a run config (YAML) whose extract, quality, seeds (harvest_modules, max_per_source), retrieve and "
+        "classify settings the bench uses, as a run of it would; its seed sources are replaced by ../shared's",
+    )
     ap.add_argument("--set", action="append", default=[], help="ClassifyConfig override key=value (JSON value)")
     ap.add_argument("--out", default=None, help="write the results JSON here too")
+    ap.add_argument("--frames", default=None, help="write each run's scored evaluation pages here (parquet)")
     args = ap.parse_args()
     data, cache = Path(args.data), Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -270,16 +299,21 @@ def main() -> None:
     leaked = _mentions_reserved(devset["project"].tolist() + devset["url"].tolist())
     if leaked:
         raise SystemExit(f"the development set holds reserved held-out projects {leaked[:5]}: rebuild it without them")
-    devset = extracted_devset(devset, cache)
+    run_cfg = load_config(args.config) if args.config else None
+    extract_cfg = run_cfg.extract if run_cfg else ExtractConfig()
+    devset = extracted_devset(devset, cache, extract_cfg, run_cfg.quality if run_cfg else QualityConfig())
     print(f"extracted {len(devset)} devset pages in {time.monotonic() - started:.0f}s", flush=True)
 
-    seeds = load_seeds(SeedsConfig(sources=[str(data / "seeds")], harvest_modules=[]), StorageConfig())
+    seeds_cfg = SeedsConfig(sources=[str(data / "seeds")], harvest_modules=[])
+    if run_cfg:
+        seeds_cfg = run_cfg.seeds.model_copy(update={"sources": [str(data / "seeds")], "license_manifest": None})
+    seeds = load_seeds(seeds_cfg, StorageConfig())
     if _mentions_reserved(seeds["text"].str.split(n=1).str[0].tolist()):
         raise SystemExit("the seeds hold documentation of a reserved held-out library")
     projects = {str(p).lower() for p in devset["project"]}
     overlap = (seeds["source"] == "api_docs_pypi") & seeds["text"].str.split(n=1).str[0].str.lower().isin(projects)
     seeds = seeds[~overlap].reset_index(drop=True)
-    retrieve_cfg = RetrieveConfig(device=args.device)
+    retrieve_cfg = (run_cfg.retrieve if run_cfg else RetrieveConfig()).model_copy(update={"device": args.device})
     index_prefix = build_index(seeds, args.index_per_source, retrieve_cfg, cache)
     similarity = CachedSimilarity(
         CalibrationSimilarity(retrieve_cfg, index_prefix, StorageConfig()), Path(index_prefix) / "calibration.parquet"
@@ -294,10 +328,13 @@ def main() -> None:
         evaluation_base = pd.concat([dev_negatives[held], dev_docs], ignore_index=True)
         dev_negatives = dev_negatives[~held]
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
-    cfg = ClassifyConfig(**{"mode": "cascade", **overrides})
+    base = run_cfg.classify.model_dump() if run_cfg else {"mode": "cascade"}
+    cfg = ClassifyConfig(**{**base, **overrides})
     results: dict[str, Any] = {
         "config": cfg.model_dump(mode="json"),
         "split": args.split,
+        "run_config": args.config,
+        "seeds": len(seeds),
         "eval_docs_per_project": args.eval_docs_per_project,
         "runs": {},
     }
@@ -319,6 +356,15 @@ def main() -> None:
         evaluation.loc[live, "seed_similarity"] = retrieval_similarity(
             evaluation.loc[live, "text"], index_prefix, retrieve_cfg, cache
         )
+        in_crawl = crawl.reset_index(drop=True)
+        in_crawl["agent_score"] = agent_proba(trained.model, in_crawl["text"].fillna("").tolist(), cfg.max_tokens)
+        in_crawl["seed_similarity"] = retrieval_similarity(in_crawl["text"], index_prefix, retrieve_cfg, cache)
+        chosen = trained.rule.apply(in_crawl)["selected"].to_numpy(dtype=bool)
+        c = counts(chosen, in_crawl["label"].to_numpy() == 1)
+        crawl_figures = prf_from_counts(c)
+        if args.frames:
+            Path(args.frames).mkdir(parents=True, exist_ok=True)
+            evaluation.drop(columns=["text"]).to_parquet(Path(args.frames) / f"eval-{args.split}-{share:g}.parquet")
         docs_in_crawl = int(crawl["label"].eq(1).sum())
         results["runs"][f"docs_share={share:g}"] = {
             "crawl_pages": len(crawl),
@@ -327,6 +373,7 @@ def main() -> None:
             "held_out_in_run": reports[-1].metrics["held_out"][cfg.mode]["at_prevalence"],
             "rule": trained.rule.to_dict(),
             "eval": report(evaluation, trained.rule),
+            "crawl_pages_selected": crawl_figures,
             "metrics_json": store.uri(f"classifier/round-{len(reports)}/metrics.json"),
         }
         summary = results["runs"][f"docs_share={share:g}"]["eval"]
@@ -338,6 +385,11 @@ def main() -> None:
                 f"P@0.1% {p01['precision']:.3f} {p01['precision_ci95']} | FPR web {s['fpr_web']:.4f}",
                 flush=True,
             )
+        print(
+            f"docs {share:.0%} of crawl | {cfg.mode} on the crawl's own pages: P {crawl_figures['precision']:.4f} "
+            f"R {crawl_figures['recall']:.4f} F1 {crawl_figures['f1']:.4f} ({c})",
+            flush=True,
+        )
         print(
             f"docs {share:.0%} of crawl | gate sends {summary['cascade_embedded_share_web']:.2%} of web pages to the "
             f"embedder; cascade keeps {summary['cascade_recall_kept_vs_embed_all']:.2%} of embed-all recall",

@@ -107,10 +107,17 @@ class QualityConfig(Section):
     max_words: int = Field(100_000, gt=0, description="More words than this: dropped (too_long).")
     min_mean_word_length: float = Field(3.0, description="Mean word length below this: dropped.")
     max_mean_word_length: float = Field(10.0, description="Mean word length above this: dropped.")
-    max_symbol_word_ratio: float = Field(0.1, description="Max ratio of '#' and '...' symbols to words.")
+    max_symbol_word_ratio: float = Field(
+        0.2,
+        description="Max ratio of '#' and '...' symbols to words (Gopher: 0.1, which drops docs with commented code).",
+    )
     max_bullet_lines_ratio: float = Field(0.9, description="Max fraction of lines starting with a bullet.")
     max_ellipsis_lines_ratio: float = Field(0.3, description="Max fraction of lines ending with an ellipsis.")
-    max_duplicate_line_fraction: float = Field(0.3, description="Max fraction of lines that are repeats.")
+    max_duplicate_line_fraction: float = Field(
+        0.5,
+        description="Max share of line characters in repeated lines (Gopher: 0.3, which drops API references "
+        "whose 'Parameters'/'Returns'/type lines repeat).",
+    )
     max_duplicate_paragraph_fraction: float = Field(0.3, description="Max fraction of repeated paragraphs.")
     min_alpha_word_fraction: float = Field(
         0.8, description="Min fraction of words with a letter in them, over prose lines (code lines left out)."
@@ -462,6 +469,13 @@ class ClassifyConfig(Section):
         description="Sampled pages at least as close to the seeds (seed_similarity) as this quantile of held-out "
         "seed groups are not used as negatives (embedding modes; guards against agent pages in the sample).",
     )
+    purge_site_quantile: float | None = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="A domain with at least domain_min_pages sampled pages whose median seed_similarity reaches this "
+        "quantile of the small domains' pages is a documentation site: none of its pages are negatives; None disables.",
+    )
     retrieved_positive_quantile: float | None = Field(
         0.5,
         ge=0,
@@ -514,7 +528,9 @@ class ClassifyConfig(Section):
         description="Rounds: a domain where at least this share of pages was selected adds all its pages to the "
         "next round's positives; None disables domain expansion.",
     )
-    domain_min_pages: int = Field(5, ge=1, description="Rounds: domains with fewer pages never expand.")
+    domain_min_pages: int = Field(
+        5, ge=1, description="Domains with fewer sampled pages never expand (rounds) nor count as documentation sites."
+    )
     batch_size: int = Field(256, gt=0, description="Pages per scoring batch.")
     num_cpus: float = Field(0.5, gt=0, description="CPUs per scoring actor (fractional so read tasks are not starved).")
     max_actors: int | None = Field(

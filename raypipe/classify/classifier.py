@@ -117,7 +117,7 @@ def train_classifier(
     if embedding:
         pos_sim = similarity(cal_pos["text"].tolist(), groups)
         page_sim = similarity(pages["text"].tolist(), [None] * len(pages))
-        labels = similarity_labels(page_sim, pos_sim, cfg)
+        labels = similarity_labels(page_sim, pos_sim, cfg, pages["url"].tolist())
         extra = pd.concat([extra, pages.loc[labels == 1, ["url", "text"]]], ignore_index=True)
     data = round_data(seeds, seed_held, pages[labels == 0], cfg, seed, extra)
     model, lr_used = train_fasttext(data.train_pos, data.train_neg, cfg, seed)

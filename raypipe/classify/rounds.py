@@ -15,23 +15,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 import pandas as pd
 
 from raypipe.classify.classifier import SimilarityFn, TrainedClassifier, save_classifier, train_classifier
 from raypipe.classify.model import agent_proba
 from raypipe.classify.rule import SelectionRule
+from raypipe.classify.train import domain
 from raypipe.config import ClassifyConfig
 from raypipe.store.storage import OutputStore
 
 # (model URI, fitted rule) -> scored pages with at least url, text, selected
 ScoreFn = Callable[[str, SelectionRule], pd.DataFrame]
-
-
-def domain(url: str) -> str:
-    host = (urlparse(url).hostname or "").lower()
-    return host[4:] if host.startswith("www.") else host
 
 
 def expanded_domains(scored: pd.DataFrame, share: float, min_pages: int) -> list[str]:

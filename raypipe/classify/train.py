@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -85,7 +87,45 @@ def balance(positives: list[str], negatives: list[str], seed: int, max_repeat: i
     return (grown, shrunk) if small is positives else (shrunk, grown)
 
 
-def similarity_labels(page_similarity: np.ndarray, positive_similarity: np.ndarray, cfg: ClassifyConfig) -> np.ndarray:
+def domain(url: str) -> str:
+    host = (urlparse(url).hostname or "").lower()
+    return host[4:] if host.startswith("www.") else host
+
+
+def documentation_sites(urls: Sequence[str], page_similarity: np.ndarray, cfg: ClassifyConfig) -> np.ndarray:
+    """Mask of sampled pages whose site, as a whole, sits near the seeds.
+
+    Why sites: a real documentation page is usually less like the seeds than held-out seeds are
+    (on the development set only a sixth of them reach the ``purge_quantile`` of held-out seed
+    groups), so the page-level purge leaves most documentation of a docs-heavy crawl among the
+    negatives, where it teaches fastText to reject those very pages and raises the thresholds
+    above them. Documentation comes in sites, and a site's pages are alike.
+
+    Rule: a domain with at least ``domain_min_pages`` sampled pages is a documentation site when
+    its median seed_similarity reaches the ``purge_site_quantile`` of the pages of *small* domains
+    (fewer sampled pages than that). The small domains are the crawl's long tail of ordinary
+    sites, whatever share of it large docs sites take: a bar taken over the whole sample would
+    rise with the documentation in it and let a docs-heavy crawl keep its docs as negatives.
+    """
+    mask = np.zeros(len(urls), dtype=bool)
+    sim = np.asarray(page_similarity, dtype=np.float64)
+    if cfg.purge_site_quantile is None or not len(urls) or np.isnan(sim).all():
+        return mask
+    frame = pd.DataFrame({"domain": [domain(u) for u in urls], "sim": sim})
+    size = frame.groupby("domain")["sim"].transform("size").to_numpy()
+    small = (size < cfg.domain_min_pages) & ~np.isnan(sim)
+    bar = float(np.nanquantile(sim[small] if small.any() else sim, cfg.purge_site_quantile))
+    stats = frame[frame["domain"] != ""].groupby("domain")["sim"].agg(["size", "median"])
+    sites = stats.index[(stats["size"] >= cfg.domain_min_pages) & (stats["median"] >= bar)]
+    return frame["domain"].isin(set(sites)).to_numpy()
+
+
+def similarity_labels(
+    page_similarity: np.ndarray,
+    positive_similarity: np.ndarray,
+    cfg: ClassifyConfig,
+    urls: Sequence[str] | None = None,
+) -> np.ndarray:
     """Label sampled pages by their seed_similarity: 1 = retrieved positive, 0 = negative, -1 = unused.
 
     Why: the crawl's own sample is only a clean set of negatives when agent pages are rare in the
@@ -94,7 +134,8 @@ def similarity_labels(page_similarity: np.ndarray, positive_similarity: np.ndarr
     seed_similarity does not depend on the sample, so it can tell: a page at least as close to the
     seeds as the ``purge_quantile`` of held-out seed groups is not used as a negative, and one at
     least as close as the ``retrieved_positive_quantile`` joins the positives (the paper's "pages
-    retrieved with high seed similarity"). NaN similarity (no text) leaves a page unused.
+    retrieved with high seed similarity"). NaN similarity (no text) leaves a page unused. With
+    ``urls``, every page of a documentation site (``documentation_sites``) is left unused too.
     """
     pos = np.asarray(positive_similarity, dtype=np.float64)
     pos = pos[~np.isnan(pos)]
@@ -103,6 +144,8 @@ def similarity_labels(page_similarity: np.ndarray, positive_similarity: np.ndarr
     if len(pos) == 0:
         return labels
     labels[np.isnan(sim) | (sim >= np.quantile(pos, cfg.purge_quantile))] = -1
+    if urls is not None:
+        labels[documentation_sites(urls, sim, cfg)] = -1
     if cfg.retrieved_positive_quantile is not None:
         labels[sim >= np.quantile(pos, cfg.retrieved_positive_quantile)] = 1
     return labels

@@ -95,6 +95,28 @@ def test_similarity_labels_use_held_out_seed_quantiles() -> None:
     assert similarity_labels(pages, held_out_seeds, off).tolist() == [0, 0, -1, -1, -1]
 
 
+def test_pages_of_a_documentation_site_are_not_negatives() -> None:
+    """Pages below the seeds' purge quantile are still kept out of the negatives when their site,
+    as a whole, sits near the seeds; a large site far from them and a small one stay negatives."""
+    cfg = ClassifyConfig(purge_quantile=0.1, retrieved_positive_quantile=None, domain_min_pages=3)
+    held_out_seeds = np.linspace(0.4, 0.8, 101)
+    docs = [(f"https://docs.lib.dev/api/{i}.html", 0.30 + 0.01 * i) for i in range(4)]
+    news = [(f"https://www.news.example/story/{i}", 0.04 + 0.01 * i) for i in range(6)]
+    blog = [("https://blog.example/a", 0.33), ("https://blog.example/b", 0.34)]  # too few pages for a site
+    other = [(f"https://site{i}.example/", 0.05 + 0.001 * i) for i in range(60)]
+    urls, sims = zip(*(docs + news + blog + other), strict=True)
+    labels = similarity_labels(np.array(sims), held_out_seeds, cfg, list(urls))
+    assert labels[:4].tolist() == [-1] * 4
+    assert (labels[4:] == 0).all()
+    assert (similarity_labels(np.array(sims), held_out_seeds, cfg) == 0).all()
+    assert (
+        similarity_labels(
+            np.array(sims), held_out_seeds, cfg.model_copy(update={"purge_site_quantile": None}), list(urls)
+        )
+        == 0
+    ).all()
+
+
 @pytest.mark.integration
 def test_model_round_trip_through_s3(corpus: dict[str, pd.DataFrame], s3_server: LocalS3, s3_env: dict) -> None:
     cfg = ClassifyConfig(**{**FAST, "mode": "fasttext_only"})

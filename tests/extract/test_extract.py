@@ -71,6 +71,10 @@ def test_alpha_words_counts_the_prose_of_a_documentation_page_not_its_code_examp
     assert sum(any(c.isalpha() for c in w) for w in words) / len(words) < QualityConfig().min_alpha_word_fraction
     table = "\n".join(f"{i}  {i * 7}  {i * 13}  0.{i}" for i in range(200))  # a number table is no prose
     assert quality_signals(prose + "\n" + table, "en")["alpha_word_fraction"] < 0.1
+    listing = "\n".join(str(n) for n in range(25, 60))  # a source listing's line numbers, one per line
+    assert (
+        quality_signals(prose * 2 + "\n" + listing + "\ndef all\n  each.to_a\nend", "en")["alpha_word_fraction"] > 0.9
+    )
 
 
 def test_stage_gives_every_dropped_page_a_reason(shared_data):
