@@ -437,7 +437,10 @@ class ClassifyConfig(Section):
         None, description="Use this trained model (a model.bin URI with metrics.json next to it) instead of training."
     )
     rounds: int = Field(
-        1, ge=1, description="Training rounds; pages selected in round k become positives of round k+1."
+        2,
+        ge=1,
+        description="Training rounds; pages selected in round k become positives of round k+1 (the paper's loop: "
+        "retrieval seeds the classifier with real documentation pages).",
     )
     dim: int = Field(256, gt=0, description="fastText vector dimension.")
     lr: float = Field(0.1, gt=0, description="fastText learning rate.")
@@ -483,6 +486,13 @@ class ClassifyConfig(Section):
         description="Sampled pages at least as close to the seeds as this quantile of held-out seed groups join "
         "the positives (pages retrieved with high seed similarity); None disables.",
     )
+    page_positive_share: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Share of positive training examples given to crawl pages (selected in an earlier round, "
+        "retrieved, or of an expanded domain), repeated at most 10 times; 0 leaves them unweighted.",
+    )
     max_positives_per_source: int = Field(
         2000, gt=0, description="Seeds of one source kept for training, so one large source cannot dominate."
     )
@@ -522,7 +532,7 @@ class ClassifyConfig(Section):
         description="Held-out seeds (balanced over sources) used to pick thresholds; embedded in embed modes.",
     )
     domain_expansion_share: float | None = Field(
-        None,
+        0.5,
         gt=0,
         le=1,
         description="Rounds: a domain where at least this share of pages was selected adds all its pages to the "

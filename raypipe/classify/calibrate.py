@@ -9,6 +9,7 @@ seeds do not cover gets. For sampled pages nothing is skipped, so their score eq
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Sequence
 
@@ -41,9 +42,26 @@ class CalibrationSimilarity:
         self.max_chunks = retrieve_cfg.max_chunks
         self.knn = retrieve_cfg.knn
         self.chunk_aggregate = retrieve_cfg.chunk_aggregate
+        self.known: dict[bytes, float] = {}
 
     def __call__(self, texts: Sequence[str], exclude_groups: Sequence[str | None]) -> np.ndarray:
-        """One score per text (NaN for a text without tokens)."""
+        """One score per text (NaN for a text without tokens).
+
+        Answers are remembered by (text, group): every training round embeds the same sampled
+        pages again (for their labels, then for scoring the round), which would otherwise cost a
+        full pass of the embedder over the sample per round.
+        """
+        keys = [
+            hashlib.blake2b(f"{g}\x00{t or ''}".encode(), digest_size=16).digest()
+            for t, g in zip(texts, exclude_groups, strict=True)
+        ]
+        todo = [i for i, k in enumerate(keys) if k not in self.known]
+        if todo:
+            scores = self._score([texts[i] for i in todo], [exclude_groups[i] for i in todo])
+            self.known.update({keys[i]: float(v) for i, v in zip(todo, scores, strict=True)})
+        return np.array([self.known[k] for k in keys], dtype=np.float64)
+
+    def _score(self, texts: Sequence[str], exclude_groups: Sequence[str | None]) -> np.ndarray:
         out = np.full(len(texts), np.nan)
         chunks, owner = self.embedder.chunk([t or "" for t in texts], self.max_chunks)
         if not chunks:

@@ -5,9 +5,13 @@ documentation as the crawl renders it, so training on them moves the classifier 
 it must find. They also leave the negatives, which matters when the crawl's own sample holds many
 agent pages (a topical crawl): round 1 learned some of them as negatives.
 
-Domain expansion (optional): when at least ``domain_expansion_share`` of a domain's scored pages
-(and at least ``domain_min_pages`` of them) were selected, every scored page of that domain joins
-the next round's positives, as DeepSeekMath did for math sites.
+Domain expansion (on by default, ``domain_expansion_share`` 0.5): when at least that share of a
+domain's scored pages (and at least ``domain_min_pages`` of them) were selected, every scored page
+of that domain joins the next round's positives, as DeepSeekMath did for math sites. Those pages
+get ``page_positive_share`` of the positive examples (``train.with_share``): unweighted, a few
+dozen real pages beside thousands of seed examples changed nothing. On the development set's
+docs-heavy crawl (bench/selection_quality.py --split dev, 20% documentation) the second round
+took the crawl's own documentation pages from recall 0.75 to 0.94 (F1 0.75 to 0.86).
 """
 
 from __future__ import annotations

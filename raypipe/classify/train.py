@@ -151,6 +151,24 @@ def similarity_labels(
     return labels
 
 
+PAGE_POSITIVE_MAX_REPEAT = 10
+
+
+def with_share(page_examples: list[str], seed_examples: int, share: float) -> list[str]:
+    """Page positives repeated until they are ``share`` of all positives (at most 10 times over).
+
+    Why: the pages an earlier round selected or retrieval found are real documentation as the
+    crawl serves it, what the classifier must learn; unweighted, a few dozen of them beside
+    thousands of seed examples changed nothing (measured in bench/selection_quality.py).
+    """
+    if not page_examples or share <= 0:
+        return page_examples
+    cap = PAGE_POSITIVE_MAX_REPEAT * len(page_examples)
+    want = cap if share >= 1 else round(share / (1 - share) * seed_examples)
+    n = max(len(page_examples), min(want, cap))
+    return (page_examples * -(-n // len(page_examples)))[:n]
+
+
 @dataclass
 class RoundData:
     """Everything one round trains on (texts normalized, chunked, balanced) and its held-out pages."""
@@ -182,7 +200,8 @@ def round_data(
     train_seeds = cap_per_source(seeds[~seed_held], cfg.max_positives_per_source, seed)
     extra_train = cap_per_source(extra.assign(id=extra["url"], source="pages"), cfg.max_positives_per_source, seed)
     pos = [c for t in train_seeds["text"] for c in chunks(t, cfg)]
-    pos += [c for t in extra_train["text"] for c in chunks(t, cfg)]
+    page_pos = with_share([c for t in extra_train["text"] for c in chunks(t, cfg)], len(pos), cfg.page_positive_share)
+    pos += page_pos
     neg = [c for t in pages.loc[~page_held, "text"] for c in chunks(t, cfg)]
     train_pos, train_neg = balance(pos, neg, seed)
     counts = {
@@ -193,6 +212,7 @@ def round_data(
         "pages_held_out": int(page_held.sum()),
         "extra_positives": len(extra),
         "extra_positives_train": len(extra_train),
+        "examples_pos_pages": len(page_pos),
         "examples_pos": len(pos),
         "examples_neg": len(neg),
         "examples_pos_balanced": len(train_pos),

@@ -11,7 +11,7 @@ import pytest
 from raypipe.classify.classifier import load_classifier, train_classifier
 from raypipe.classify.model import agent_proba
 from raypipe.classify.rounds import expanded_domains, run_rounds, score_frame
-from raypipe.classify.train import balance, held_out_seeds, seed_group
+from raypipe.classify.train import balance, held_out_seeds, seed_group, with_share
 from raypipe.config import ClassifyConfig, SeedsConfig, StorageConfig
 from raypipe.retrieve.evaluate import web_negatives
 from raypipe.seeds import load_seeds
@@ -68,6 +68,15 @@ def test_balance_equalizes_classes() -> None:
     assert set(pos) == {f"p{i}" for i in range(10)}
     pos, neg = balance([f"p{i}" for i in range(100)], [f"n{i}" for i in range(30)], seed=0)
     assert len(pos) == len(neg) == 100
+
+
+def test_page_positives_get_their_share_of_the_positives() -> None:
+    pages = [f"page {i}" for i in range(20)]
+    grown = with_share(pages, 700, 0.3)  # 300 of 1,000 positives: each page 15 times, capped at 10
+    assert len(grown) == 200 and set(grown) == set(pages)
+    assert len(with_share(pages, 140, 0.3)) == 60  # 60 of 200
+    assert with_share(pages, 10, 0.3) == pages  # already more than the share: never cut
+    assert with_share(pages, 700, 0.0) == pages and with_share([], 700, 0.3) == []
 
 
 def test_train_classifier_reports_held_out_metrics(seeds: pd.DataFrame, pages: pd.DataFrame) -> None:

@@ -211,13 +211,13 @@ def test_a_redone_phase_makes_every_later_phase_stale(tmp_path):
         state.stamp(phase, cfg.phase_settings(phase), None)
     assert all(state.stale_reason(p, cfg.phase_settings(p)) is None for p in ("seeds", "score", "clean", "shard"))
 
-    changed = cfg.model_copy(update={"classify": cfg.classify.model_copy(update={"rounds": 2})})
+    changed = cfg.model_copy(update={"classify": cfg.classify.model_copy(update={"rounds": 3})})
     reason = state.stale_reason("score", changed.phase_settings("score"))
-    assert reason == "classify.rounds changed (1 -> 2)"
+    assert reason == "classify.rounds changed (2 -> 3)"
     state.invalidate("score", reason)
     assert state.finished("score") is None  # the phase function then runs instead of skipping
     state.set_phase("score", "done", summary={})
     state.stamp("score", changed.phase_settings("score"), reason)
     clean = state.stale_reason("clean", cfg.phase_settings("clean"))
-    assert clean == "its input, the score phase's output, changed (score: classify.rounds changed (1 -> 2))"
+    assert clean == "its input, the score phase's output, changed (score: classify.rounds changed (2 -> 3))"
     assert state.stale_reason("seeds", cfg.phase_settings("seeds")) is None
