@@ -289,6 +289,12 @@ def main() -> None:
     )
     ap.add_argument("--set", action="append", default=[], help="ClassifyConfig override key=value (JSON value)")
     ap.add_argument("--out", default=None, help="write the results JSON here too")
+    ap.add_argument(
+        "--whole-crawl",
+        action="store_true",
+        help="the crawl is every ordinary page of both splits plus the split's documentation sites, and the "
+        "figures are the run's selection of that crawl itself (a job's own pages, as issue 13's held-out sets)",
+    )
     ap.add_argument("--frames", default=None, help="write each run's scored evaluation pages here (parquet)")
     args = ap.parse_args()
     data, cache = Path(args.data), Path(args.cache)
@@ -327,6 +333,13 @@ def main() -> None:
         held = dev_negatives["url"].map(lambda u: bucket(u, "dev-eval") < 0.5)
         evaluation_base = pd.concat([dev_negatives[held], dev_docs], ignore_index=True)
         dev_negatives = dev_negatives[~held]
+    if args.whole_crawl:  # every ordinary page, the split's documentation sites; evaluated on the crawl itself
+        split = devset[devset["split"] == args.split]
+        dev_negatives = pd.concat(
+            [devset[(devset["label"] == 0) & devset["kind"].isin(WEB_KINDS)], split[split["kind"] == "site_nondocs"]],
+            ignore_index=True,
+        )
+        dev_docs = split[split["label"] == 1]
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     base = run_cfg.classify.model_dump() if run_cfg else {"mode": "cascade"}
     cfg = ClassifyConfig(**{**base, **overrides})
@@ -334,6 +347,7 @@ def main() -> None:
         "config": cfg.model_dump(mode="json"),
         "split": args.split,
         "run_config": args.config,
+        "whole_crawl": args.whole_crawl,
         "seeds": len(seeds),
         "eval_docs_per_project": args.eval_docs_per_project,
         "runs": {},
@@ -347,7 +361,13 @@ def main() -> None:
 
         reports = run_rounds(seeds, crawl[["url", "text"]], score, cfg, store, SEED, similarity)
         trained = load_classifier(reports[-1].model_uri, StorageConfig())
-        evaluation = evaluation_base[~evaluation_base["url"].isin(set(crawl["url"]))].reset_index(drop=True)
+        if args.whole_crawl:  # the crawl's pages, and those of its sources that extraction dropped
+            pool = pd.concat([dev_negatives, dev_docs], ignore_index=True)
+            sites = set(crawl.loc[crawl["label"] == 1, "project"])
+            sourced = pool["kind"].isin(WEB_KINDS) | pool["project"].isin(sites)
+            evaluation = pd.concat([crawl, pool[pool["drop_reason"].notna() & sourced]], ignore_index=True)
+        else:
+            evaluation = evaluation_base[~evaluation_base["url"].isin(set(crawl["url"]))].reset_index(drop=True)
         live = evaluation["drop_reason"].isna()
         evaluation["agent_score"] = np.where(
             live, agent_proba(trained.model, evaluation["text"].fillna("").tolist(), cfg.max_tokens), np.nan

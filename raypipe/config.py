@@ -532,11 +532,11 @@ class ClassifyConfig(Section):
         description="Held-out seeds (balanced over sources) used to pick thresholds; embedded in embed modes.",
     )
     domain_expansion_share: float | None = Field(
-        0.5,
+        0.1,
         gt=0,
         le=1,
-        description="Rounds: a domain where at least this share of pages was selected adds all its pages to the "
-        "next round's positives; None disables domain expansion.",
+        description="Rounds: a domain where at least this share of pages was selected (and, with seed similarity, "
+        "a documentation site) adds all its pages to the next round's positives; None disables domain expansion.",
     )
     domain_min_pages: int = Field(
         5, ge=1, description="Domains with fewer sampled pages never expand (rounds) nor count as documentation sites."

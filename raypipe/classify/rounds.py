@@ -5,9 +5,12 @@ documentation as the crawl renders it, so training on them moves the classifier 
 it must find. They also leave the negatives, which matters when the crawl's own sample holds many
 agent pages (a topical crawl): round 1 learned some of them as negatives.
 
-Domain expansion (on by default, ``domain_expansion_share`` 0.5): when at least that share of a
+Domain expansion (on by default, ``domain_expansion_share`` 0.1): when at least that share of a
 domain's scored pages (and at least ``domain_min_pages`` of them) were selected, every scored page
-of that domain joins the next round's positives, as DeepSeekMath did for math sites. Those pages
+of that domain joins the next round's positives, as DeepSeekMath did for math sites (domains with
+over 10% of their pages collected). With seed similarity, the domain must also be a documentation
+site of the sample (``train.documentation_sites``: its pages, as a whole, sit near the seeds), so
+an ordinary site where a few tutorial pages were selected does not turn into positives. Those pages
 get ``page_positive_share`` of the positive examples (``train.with_share``): unweighted, a few
 dozen real pages beside thousands of seed examples changed nothing. On the development set's
 docs-heavy crawl (bench/selection_quality.py --split dev, 20% documentation) the second round
@@ -25,7 +28,7 @@ import pandas as pd
 from raypipe.classify.classifier import SimilarityFn, TrainedClassifier, save_classifier, train_classifier
 from raypipe.classify.model import agent_proba
 from raypipe.classify.rule import SelectionRule
-from raypipe.classify.train import domain
+from raypipe.classify.train import documentation_sites, domain
 from raypipe.config import ClassifyConfig
 from raypipe.store.storage import OutputStore
 
@@ -41,14 +44,31 @@ def expanded_domains(scored: pd.DataFrame, share: float, min_pages: int) -> list
     return sorted(stats.index[(stats["size"] >= min_pages) & (stats["mean"] >= share)])
 
 
-def next_positives(scored: pd.DataFrame, cfg: ClassifyConfig) -> tuple[pd.DataFrame, list[str]]:
-    """Selected pages, plus every page of an expanded domain; and the expanded domains."""
+def next_positives(
+    scored: pd.DataFrame, cfg: ClassifyConfig, sites: set[str] | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Selected pages, plus every page of an expanded domain; and the expanded domains.
+
+    ``sites``: the sample's documentation sites (``train.documentation_sites``), when seed
+    similarity is known; a domain must then be one of them to expand.
+    """
     keep = scored["selected"].astype(bool)
     domains: list[str] = []
     if cfg.domain_expansion_share is not None:
         domains = expanded_domains(scored, cfg.domain_expansion_share, cfg.domain_min_pages)
+        if sites is not None:
+            domains = [d for d in domains if d in sites]
         keep |= scored["url"].map(domain).isin(domains)
     return scored.loc[keep, ["url", "text"]].drop_duplicates("url").reset_index(drop=True), domains
+
+
+def site_domains(pages: pd.DataFrame, cfg: ClassifyConfig, similarity: SimilarityFn | None) -> set[str] | None:
+    """Domains of the sample's documentation sites, or None without seed similarity."""
+    if similarity is None or pages.empty:
+        return None
+    urls = pages["url"].tolist()
+    mask = documentation_sites(urls, similarity(pages["text"].tolist(), [None] * len(urls)), cfg)
+    return {domain(u) for u, m in zip(urls, mask, strict=True) if m}
 
 
 @dataclass
@@ -82,7 +102,7 @@ def run_rounds(
         reports.append(report)
         if k < cfg.rounds:
             scored = score(uri, trained.rule)
-            extra, domains = next_positives(scored, cfg)
+            extra, domains = next_positives(scored, cfg, site_domains(pages, cfg, similarity))
             counts.update(
                 scored_pages=len(scored),
                 selected_pages=int(scored["selected"].astype(bool).sum()),

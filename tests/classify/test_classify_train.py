@@ -10,7 +10,7 @@ import pytest
 
 from raypipe.classify.classifier import load_classifier, train_classifier
 from raypipe.classify.model import agent_proba
-from raypipe.classify.rounds import expanded_domains, run_rounds, score_frame
+from raypipe.classify.rounds import expanded_domains, next_positives, run_rounds, score_frame
 from raypipe.classify.train import balance, held_out_seeds, seed_group, with_share
 from raypipe.config import ClassifyConfig, SeedsConfig, StorageConfig
 from raypipe.retrieve.evaluate import web_negatives
@@ -122,6 +122,22 @@ def test_expanded_domains_needs_share_and_size() -> None:
     )
     assert expanded_domains(scored, share=0.8, min_pages=5) == ["docs.example"]
     assert expanded_domains(scored, share=0.8, min_pages=1) == ["docs.example", "tiny.example"]
+
+
+def test_only_documentation_sites_expand_when_similarity_is_known() -> None:
+    scored = pd.DataFrame(
+        {
+            "url": [f"https://docs.example/{i}" for i in range(6)] + [f"https://news.example/{i}" for i in range(6)],
+            "text": ["page"] * 12,
+            "selected": [True] + [False] * 5 + [True] + [False] * 5,  # a sixth of each selected
+        }
+    )
+    cfg = ClassifyConfig(domain_expansion_share=0.1, domain_min_pages=5)
+    extra, domains = next_positives(scored, cfg)
+    assert domains == ["docs.example", "news.example"] and len(extra) == 12
+    extra, domains = next_positives(scored, cfg, sites={"docs.example"})
+    assert domains == ["docs.example"]
+    assert sorted(extra["url"]) == sorted([f"https://docs.example/{i}" for i in range(6)] + ["https://news.example/0"])
 
 
 def test_rounds_move_selected_pages_from_negatives_to_positives(
