@@ -110,35 +110,36 @@ def test_output_writes_and_reads_spend_exactly_the_retry_budget(s3_server, s3_en
         assert len(proxy.events) == 2 * (retries + 1)
 
 
+def _failed_input_read(s3_server, monkeypatch, cfg: StorageConfig, kind: str, error: str) -> FaultyProxy:
+    """Read the input WARC through a proxy that faults every request with ``kind``, on a fresh S3
+    client (the cached one would keep the previous endpoint); the read must fail with ``error``."""
+    from raypipe.store import storage
+
+    storage._cached_s3_client.cache_clear()
+    with FaultyProxy(s3_server.endpoint, fault_rate=1.0, kinds=(kind,)) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        with pytest.raises(StorageError, match=error):
+            read_bytes(f"s3://{BUCKET}/in/web.warc.gz", cfg)
+    storage._cached_s3_client.cache_clear()
+    return proxy
+
+
 def test_every_botocore_attempt_passes_the_rate_limit(s3_server, s3_env, monkeypatch, warc):
     """The run-wide limiter sees retries too: botocore's retries each emit ``before-send``."""
     from raypipe import ratelimit
-    from raypipe.store import storage
 
     cfg = StorageConfig(retries=3, backoff_base_s=0.01, requests_per_second=1000, request_burst=1000)
     calls = []
     monkeypatch.setitem(ratelimit._gates, (1000.0, 1000), lambda: calls.append(1) or 0.0)
-    storage._cached_s3_client.cache_clear()
-    with FaultyProxy(s3_server.endpoint, fault_rate=1.0, kinds=("slowdown_503",)) as proxy:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        with pytest.raises(StorageError, match="SlowDown"):
-            read_bytes(f"s3://{BUCKET}/in/web.warc.gz", cfg)
-    storage._cached_s3_client.cache_clear()
+    proxy = _failed_input_read(s3_server, monkeypatch, cfg, "slowdown_503", "SlowDown")
     assert len(proxy.events) == 4 and len(calls) == 4
 
 
 def test_botocore_retries_wait_at_least_the_backoff_base(s3_server, s3_env, monkeypatch, warc, caplog):
     """botocore's own backoff (``rand(0, 1) * 2 ** n`` s) could retry a 500 within milliseconds;
     its retries of input GETs wait ``storage.backoff_base_s`` at least, and each is logged."""
-    from raypipe.store import storage
-
     cfg = StorageConfig(retries=2, backoff_base_s=0.9, backoff_max_s=0.9)
-    storage._cached_s3_client.cache_clear()
-    with FaultyProxy(s3_server.endpoint, fault_rate=1.0, kinds=("error_500",)) as proxy:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        with pytest.raises(StorageError, match="InternalError"):
-            read_bytes(f"s3://{BUCKET}/in/web.warc.gz", cfg)
-    storage._cached_s3_client.cache_clear()
+    proxy = _failed_input_read(s3_server, monkeypatch, cfg, "error_500", "InternalError")
     gaps = [b.t - a.t for a, b in itertools.pairwise(proxy.events)]
     assert len(proxy.events) == 3 and min(gaps) >= 0.9, gaps  # botocore still spends exactly the budget
     retried = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying S3 GetObject")]
