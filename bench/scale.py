@@ -15,9 +15,8 @@ own local Ray, and prints, as ratios against 1x:
   and Ray's own daemons: GCS, raylet, agents), sampled with psutil over the driver's process tree;
   the split by kind is kept beside the total.
 
-The classifier's negatives sample is set to 100 pages (``NEGATIVES_SAMPLE``; 5,000 by default), so
-that every scale is past that bound as a dump is; ``--set classify.negatives_sample_size=5000``
-measures the default, where runs under ~10,000 pages send every kept page through the driver.
+The classifier's negatives sample keeps its default (5,000 pages): it goes from the workers that
+draw it to the training task (``classify/train_task.py``), never through the driver.
 
 The corpus: pages that read like real ones and are all distinct, so dedup does not collapse them.
 The paragraphs of every real page in ``../shared/data`` (the HTML responses of the WARC files under
@@ -65,7 +64,6 @@ REPO = Path(__file__).resolve().parents[1]
 SCALES = (1, 4, 16)
 CORPUS_VERSION = 3
 KINDS = ("driver", "worker", "daemon")
-NEGATIVES_SAMPLE = 100  # below the kept pages of the smallest scale; see ``child``
 MIN_WORDS = 12  # a paragraph: a line of main text with at least this many words
 TARGETS = {
     "driver_rss_16x_vs_1x": 1.2,  # at most
@@ -359,10 +357,6 @@ def child(files: list[str], out: Path, config: str, shared: Path, sets: list[str
         f"seeds.license_manifest={shared / 'MANIFEST.jsonl'}",
         f"mix.code.uri={shared / 'mix' / 'code' / 'pypi_python_code.jsonl.gz'}",
         f"decontam.benchmarks={shared / 'benchmarks'}/",
-        # The classifier's negatives are a sample bounded at this many pages (5,000 by default):
-        # below the bound every kept page reaches the driver. A dump is 600,000 times past it; the
-        # bench must be past it at every scale too, or it measures the sample filling up.
-        f"classify.negatives_sample_size={NEGATIVES_SAMPLE}",
         *sets,
     ]
     cfg = load_config(config, overrides).model_copy(update={"input": files})

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import ray
 
-from raypipe.classify.reservoir import sample_pages
+from raypipe.classify.reservoir import merge_sample, sample_blocks
 from raypipe.summary import merge_score_partials, misra_gries, score_partial, score_summary
 
 
@@ -76,10 +76,12 @@ def test_bounded_sample_equals_the_unbounded_one(local_ray) -> None:
     )
     pages["drop_reason"] = None
     ds = ray.data.from_pandas([pages.iloc[i : i + 400] for i in range(0, 4000, 400)])
-    unbounded = sample_pages(ds, 100, seed=7)
-    bounded = sample_pages(ds, 100, seed=7, population=4000)
-    pd.testing.assert_frame_equal(unbounded, bounded)
-    # a wrong (too large) population still gives the same sample, through the fallback
-    pd.testing.assert_frame_equal(unbounded, sample_pages(ds, 100, seed=7, population=4_000_000))
+    unbounded = merge_sample(sample_blocks(ds, 100, seed=7))
+    assert len(unbounded) == 100
+    bounded = sample_blocks(ds, 100, seed=7, population=4000)
+    assert sum(ray.get(r).num_rows for r in bounded.refs) < 200  # bounded in total, not 100 per block
+    pd.testing.assert_frame_equal(unbounded, merge_sample(bounded))
+    # a wrong (too large) population lets too few through: the merge says so, the caller draws again
+    assert merge_sample(sample_blocks(ds, 100, seed=7, population=4_000_000)) is None
     # a population between k and k + 6 sqrt(k) + 10 needs no cutoff (its share once overflowed uint64)
-    pd.testing.assert_frame_equal(unbounded, sample_pages(ds, 100, seed=7, population=150))
+    pd.testing.assert_frame_equal(unbounded, merge_sample(sample_blocks(ds, 100, seed=7, population=150)))

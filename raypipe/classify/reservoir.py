@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,8 +36,8 @@ class ReservoirSampler:
     """Keeps the ``k`` pages with the smallest hash priority among everything it is shown.
 
     Use it three ways: ``add`` batches on one process; as a Ray Data ``map_batches`` function
-    (``__call__`` returns only a batch's own k best rows, shrinking what travels to the driver)
-    followed by ``add`` on the driver; or ``merge`` samplers filled on different workers.
+    (``__call__`` returns only a batch's own k best rows) whose outputs one process then ``add``s
+    (``sample_blocks`` and ``merge_sample``); or ``merge`` samplers filled on different workers.
     """
 
     def __init__(self, k: int, seed: int, key_column: str = "url", columns: Sequence[str] = ("url", "text")):
@@ -94,22 +96,40 @@ def kept_pages(batch: pd.DataFrame) -> pd.DataFrame:
     return batch[batch["text"].fillna("").str.strip().str.len() > 0]
 
 
-def sample_pages(
-    ds,
+@dataclass
+class SampleBlocks:
+    """The candidates of a bounded sample, left on the workers as Arrow blocks.
+
+    ``refs``: object references of the blocks (every page that may belong to the sample; their
+    total is bounded when ``cutoff`` is set). Whoever needs the sample (the training task, on a
+    worker) merges them with ``merge_sample``; the driver only passes the references on.
+    """
+
+    refs: list[Any]
+    k: int
+    seed: int
+    key_column: str
+    columns: list[str]
+    cutoff: int | None
+
+
+def sample_blocks(
+    ds: Any,
     k: int,
     seed: int,
     key_column: str = "url",
     columns: Sequence[str] = ("url", "text"),
     population: int | None = None,
-) -> pd.DataFrame:
-    """Bounded random sample of the kept pages of a Ray dataset; driver memory is O(k) rows.
+) -> SampleBlocks:
+    """Draw the candidates of a bounded random sample of the kept pages of a Ray dataset.
 
-    Each batch is cut to its own k best rows on the workers, the driver merges the stream. With
-    ``population`` (how many kept pages there are, known from the extraction funnel), workers also
-    drop every row whose priority lies above a cutoff that about ``k + 6 sqrt(k)`` of the
-    population pass: the rows reaching the driver are then bounded in total, not per batch, and
-    the sample is the same, since the k smallest priorities lie below the cutoff (were fewer than k
-    to pass, an astronomically rare event, the sample is taken again without the cutoff).
+    Each batch is cut to its own k best rows on the workers. With ``population`` (how many kept
+    pages there are, known from the extraction funnel), workers also drop every row whose priority
+    lies above a cutoff that about ``k + 6 sqrt(k)`` of the population pass: the candidates are then
+    bounded in total, not per batch, and the sample is the same, since the k smallest priorities
+    lie below the cutoff (were fewer than k to pass, an astronomically rare event, ``merge_sample``
+    says so and the caller draws again without ``population``). Nothing reaches the driver but
+    block references.
     """
     cutoff = None
     expected = k + 6 * k**0.5 + 10
@@ -126,8 +146,21 @@ def sample_pages(
             rows = rows[priority <= np.uint64(cutoff)].assign(**{PRIORITY: priority[priority <= np.uint64(cutoff)]})
         return sampler(rows)
 
-    for batch in map_table(ds, local, batch_format="pandas").iter_batches(batch_format="pandas"):
-        sampler.add(batch)
-    if cutoff is not None and len(sampler.sample()) < k:
-        return sample_pages(ds, k, seed, key_column, columns)
-    return sampler.sample()
+    refs = map_table(ds, local, batch_format="pandas").to_arrow_refs()
+    return SampleBlocks(refs, k, seed, key_column, sampler.columns, cutoff)
+
+
+def merge_sample(blocks: SampleBlocks) -> pd.DataFrame | None:
+    """The sample of ``sample_blocks``'s candidates (fetched from the object store, so run it where
+    the sample is used); None when a cutoff let fewer than k distinct pages through."""
+    import ray
+
+    sampler = ReservoirSampler(blocks.k, blocks.seed, blocks.key_column, blocks.columns)
+    for table in ray.get(list(blocks.refs)):
+        if table.num_rows:
+            frame = table.to_pandas()
+            sampler.add(frame.astype({PRIORITY: np.uint64}) if PRIORITY in frame else frame)
+    sample = sampler.sample()
+    if blocks.cutoff is not None and len(sample) < blocks.k:
+        return None
+    return sample

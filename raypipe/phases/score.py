@@ -12,10 +12,8 @@ import logging
 import time
 from typing import Any
 
-import pandas as pd
-
 from raypipe.config import RunConfig
-from raypipe.store.parts import EXTRACTED, SCORED, load_seed_table, read_parts, write_dataset
+from raypipe.store.parts import EXTRACTED, SCORED, read_parts, write_dataset
 from raypipe.store.state import RunState
 from raypipe.store.storage import OutputStore
 from raypipe.summary import SCORE_COLUMNS, score_summary
@@ -39,11 +37,9 @@ def run(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
     if done:
         log.info("score: already done, skipping")
         return done
-    from raypipe.classify.calibrate import CalibrationSimilarity
-    from raypipe.classify.classifier import load_classifier, load_rule
+    from raypipe.classify.classifier import load_rule
     from raypipe.classify.plan import add_selection
-    from raypipe.classify.reservoir import sample_pages
-    from raypipe.classify.rounds import run_rounds, score_frame
+    from raypipe.classify.train_task import train_on_worker
     from raypipe.extract import extract_rules
     from raypipe.retrieve.stage import add_retrieval, retrieval_resources
     from raypipe.runtime import resources_within
@@ -51,39 +47,29 @@ def run(cfg: RunConfig, store: OutputStore, state: RunState) -> dict[str, Any]:
     start = time.time()
     state.set_phase("score", "running", started=start)
     reports = []
-    if cfg.classify.model_uri:
-        model_uri = cfg.classify.model_uri
-        rule = load_rule(model_uri, cfg.storage).to_dict()
-    else:
-        seeds = load_seed_table(cfg, store)
-        kept = sum(u.get("drops", {}).get("kept", 0) for u in state.units("extract").values())
-        pages = sample_pages(
-            read_parts(store, EXTRACTED), cfg.classify.negatives_sample_size, cfg.seed, population=kept
-        )
-        log.info("score: training on %d seeds against %d sampled pages", len(seeds), len(pages))
-        similarity = None
-        if cfg.classify.mode != "fasttext_only":
-            similarity = CalibrationSimilarity(cfg.retrieve, cfg.output, cfg.storage)
-
-        def score_sample(uri: str, rule: Any) -> pd.DataFrame:
-            return score_frame(pages, load_classifier(uri, cfg.storage), similarity)
-
-        reports = run_rounds(seeds, pages, score_sample, cfg.classify, store, cfg.seed, similarity)
-        model_uri = reports[-1].model_uri
-        rule = reports[-1].rule.to_dict()
 
     def retrieve(ds: Any) -> Any:
         return add_retrieval(ds, cfg.retrieve, cfg.output, cfg.storage)
 
-    ds = add_selection(
-        read_parts(store, EXTRACTED),
-        cfg.classify,
-        model_uri,
-        cfg.storage,
-        retrieve=retrieve,
-        drop_rules=extract_rules(cfg.extract, cfg.quality),
-    )
-    with resources_within(retrieval_resources(cfg.retrieve), cfg.ray.resource_wait_s, "retrieve.num_gpus"):
+    embedding = retrieval_resources(cfg.retrieve)
+    with resources_within(embedding, cfg.ray.resource_wait_s, "retrieve.num_gpus"):
+        if cfg.classify.model_uri:
+            model_uri = cfg.classify.model_uri
+            rule = load_rule(model_uri, cfg.storage).to_dict()
+        else:
+            kept = sum(u.get("drops", {}).get("kept", 0) for u in state.units("extract").values())
+            gpus = embedding.gpus if cfg.classify.mode != "fasttext_only" else 0.0
+            reports = train_on_worker(cfg, store, kept, gpus)
+            model_uri = reports[-1].model_uri
+            rule = reports[-1].rule.to_dict()
+        ds = add_selection(
+            read_parts(store, EXTRACTED),
+            cfg.classify,
+            model_uri,
+            cfg.storage,
+            retrieve=retrieve,
+            drop_rules=extract_rules(cfg.extract, cfg.quality),
+        )
         rows = write_dataset(ds, cfg, store, SCORED)
     thresholds = {"seed_similarity": rule.get("similarity_threshold"), "agent_score": rule.get("ft_threshold")}
     scored = score_summary(read_parts(store, SCORED, columns=SCORE_COLUMNS), thresholds)

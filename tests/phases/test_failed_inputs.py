@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from bench.driver_rows import install, uninstall
 from raypipe.cli import main
 from raypipe.config import StorageConfig
 from raypipe.store.state import RunState
@@ -149,8 +150,16 @@ def test_changed_setting_reruns_its_phase_and_not_the_earlier_ones(shared_data, 
     state = RunState(OutputStore(str(out), StorageConfig()))
     caplog.set_level(logging.INFO)
     try:
-        first = run(load_config(base=base))
+        counter = install()
+        try:
+            first = run(load_config(base=base))
+        finally:
+            uninstall()
         assert first["score"]["mode"] == "cascade"
+        # issue 14: the classifier's sample goes from the workers to the training task, not the driver
+        sampled = first["score"]["rounds"][0]["sampled_pages"]
+        assert sampled > 10 and counter.total < sampled / 2, counter.by_caller
+        assert not [c for c in counter.by_caller if "raypipe/classify/" in c], counter.by_caller
         records = {p: state.phase(p) for p in ("seeds", "extract", "score")}
         assert records["score"]["settings"]["classify.mode"] == "cascade"
         units = {k: u["settings"] for k, u in state.units("extract").items()}
