@@ -74,7 +74,7 @@ def model() -> Any:
     return fasttext.load_model(str(path))
 
 
-def _is_code_line(line: str) -> bool:
+def is_code_line(line: str) -> bool:
     """A line that is code or a list of identifiers rather than a sentence.
 
     Code marks (see ``_CODE_MARK``) on more than a tenth of the characters (a sentence with one
@@ -102,7 +102,7 @@ def prose(text: str, budget: int = PROSE_CHARS) -> tuple[str, float]:
             if not line:
                 continue
             total += len(line)
-            if _is_code_line(line):
+            if is_code_line(line):
                 code += len(line)
                 continue
             if _CODE_TOKEN.search(line):

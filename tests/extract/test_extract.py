@@ -77,6 +77,28 @@ def test_alpha_words_counts_the_prose_of_a_documentation_page_not_its_code_examp
     )
 
 
+def test_mean_word_length_of_a_reference_page_is_its_prose_not_its_dotted_names():
+    prose = [
+        "Start the worker consumer and wait until every connection to the broker is ready for use.",
+        "The blueprint below lists the steps of the consumer, with the order in which they start up.",
+        "Each step has a name and a method that is called with the consumer when the worker boots.",
+    ]
+    names = "\n".join(
+        f"celery.worker.consumer.{n}.{n.capitalize()}Blueprint.start_connection_for_consumer"
+        for n in ("gossip", "mingle", "tasks", "heart", "control", "events", "agent", "delayed")
+    )
+    page = "\n".join([*prose, names])
+    words = page.split()
+    assert sum(map(len, words)) / len(words) > QualityConfig().max_mean_word_length  # Gopher's rule drops it
+    sig = quality_signals(page, "en")
+    assert 3 <= sig["mean_word_length"] <= 10  # measured on the two sentences
+    assert quality_verdict(sig, QualityConfig()) is None
+    index = "\n".join(f"{c}\n{c.lower()}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" * 3)  # a name index's letters
+    assert quality_verdict(quality_signals(index, "en"), QualityConfig()) == "quality:mean_word_length"
+    hashes = " ".join(["0f3a9c1e5b7d2f4a6c8e0b1d3f5a7c9e"] * 60)  # long tokens and no prose line
+    assert quality_signals(hashes, "en")["mean_word_length"] > 10
+
+
 def test_stage_gives_every_dropped_page_a_reason(shared_data):
     from raypipe.config import StorageConfig
     from raypipe.store.warc import read_warc_file
