@@ -21,6 +21,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeadersParser
 
 from tests.conftest import REPO
+from tests.support.forge_runs import CHEAP_RETRIEVAL
 from tests.support.megatron_blend import blended_shares
 from tests.support.ray_cluster import local_ray_cluster
 
@@ -42,6 +43,7 @@ SMALL = [  # sized for a 2-core CI machine
     "shards.tokens_per_shard=200000",
     "decontam.benchmarks=s3://raypipe-e2e/benchmarks/",
     "dedup.memory_budget_mb=256",
+    *CHEAP_RETRIEVAL,
 ]
 
 

@@ -108,6 +108,10 @@ def short_tmp() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+CHEAP_RETRIEVAL = ["retrieve.seed_max_chunks=1", "retrieve.max_chunks=2"]
+"""Fewer chunks than demo.yaml's (the defaults, 4 and 4): the tests check behaviour, not ranking."""
+
+
 def start_job(sets: list[str], env: dict[str, str], workdir: Path) -> JobRun:
     """Start ``python jobs/build_forge.py --config configs/demo.yaml --set ...`` in its own session.
 
@@ -122,6 +126,8 @@ def start_job(sets: list[str], env: dict[str, str], workdir: Path) -> JobRun:
     # demo.yaml reads one Common Crawl file, cut short; these runs read the inputs they name, whole
     command = [sys.executable, "jobs/build_forge.py", "--config", "configs/demo.yaml"]
     command += ["--set", "limit_files=null", "--set", "limit_records=null"]
+    for s in CHEAP_RETRIEVAL:
+        command += ["--set", s]
     for s in sets:
         command += ["--set", s]
     with open(log_path, "wb") as log:
