@@ -13,7 +13,10 @@ Sources
   is the deepest folder holding all of the source's HTML files (or the source's ``under`` folder).
   The exact package versions used are written to ``devset.json``.
 * Ordinary web pages: ``shared/data/html/*/pages/*.html.gz`` with their original URL from each
-  ``index.jsonl`` (``kind=web``), and the C4 and Wikipedia texts of ``shared/data/mix/text``
+  ``index.jsonl`` (``kind=web``); the HTML responses of the real web archives in
+  ``shared/data/warc`` but ``built/`` (Archive-It's archive.org, iana.org, data.gov.uk, Common Crawl; ``kind=web``,
+  read with the job's own WARC reader), which bring what a crawl sample holds and the single pages
+  do not: large sites of many pages that are not documentation; and the C4 and Wikipedia texts of ``shared/data/mix/text``
   wrapped as minimal HTML pages (``kind=text_only``).
 
 Labels (``label_path``; checked in this order on the page's path relative to its root and on the
@@ -466,6 +469,29 @@ def web_pages(data: Path) -> Iterator[dict]:
             }
 
 
+def warc_pages(data: Path) -> Iterator[dict]:
+    """The HTML responses of the real web archives under ``shared/data/warc``, as the job reads them."""
+    from raypipe.config import ExtractConfig, StorageConfig
+    from raypipe.store.warc import read_warc_file
+
+    for path in sorted((data / "warc").rglob("*.warc*")):
+        if not path.name.endswith((".warc", ".warc.gz")) or path.parent.name == "built":
+            continue  # WAT/WET files hold no HTML; ``built/`` wraps the ``html/`` pages again
+        for batch in read_warc_file(str(path), StorageConfig(), ExtractConfig()):
+            for rec in batch.to_pylist():
+                if rec["url"] is None:  # the file's closing marker
+                    continue
+                url = rec["url"].strip()
+                yield {
+                    "url": url,
+                    "project": url.split("/")[2] if "//" in url else path.name,
+                    "ecosystem": "web",
+                    "label": 0,
+                    "kind": "web",
+                    "html": rec["html"],
+                }
+
+
 def wrap_text(title: str, text: str) -> bytes:
     """A minimal HTML page around plain text: one ``<p>`` per line."""
     paras = "\n".join(f"<p>{htmlmod.escape(p.strip())}</p>" for p in text.splitlines() if p.strip())
@@ -581,7 +607,7 @@ def build(out: Path, cache: Path, data: Path, log=print) -> pd.DataFrame:
     splits = assign_project_splits({s.project: s.ecosystem for s in SOURCES})
     for r in rows:
         r["split"] = splits[r["project"]]
-    for r in [*web_pages(data), *text_pages(data)]:
+    for r in [*web_pages(data), *warc_pages(data), *text_pages(data)]:
         if reserved_hit(r["url"]):
             continue
         r["split"] = url_split(r["url"])

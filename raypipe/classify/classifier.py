@@ -24,6 +24,7 @@ from raypipe.classify.thresholds import at_prevalence
 from raypipe.classify.train import (
     bucket,
     cap_per_source,
+    documentation_sites,
     held_out_seeds,
     round_data,
     seed_group,
@@ -117,7 +118,8 @@ def train_classifier(
     if embedding:
         pos_sim = similarity(cal_pos["text"].tolist(), groups)
         page_sim = similarity(pages["text"].tolist(), [None] * len(pages))
-        labels = similarity_labels(page_sim, pos_sim, cfg, pages["url"].tolist())
+        sites = documentation_sites(pages["url"].tolist(), pages["text"].tolist(), page_sim, cfg)
+        labels = similarity_labels(page_sim, pos_sim, cfg, sites)
         extra = pd.concat([extra, pages.loc[labels == 1, ["url", "text"]]], ignore_index=True)
     data = round_data(seeds, seed_held, pages[labels == 0], cfg, seed, extra)
     model, lr_used = train_fasttext(data.train_pos, data.train_neg, cfg, seed)

@@ -9,7 +9,8 @@ Domain expansion (on by default, ``domain_expansion_share`` 0.1): when at least 
 domain's scored pages (and at least ``domain_min_pages`` of them) were selected, every scored page
 of that domain joins the next round's positives, as DeepSeekMath did for math sites (domains with
 over 10% of their pages collected). With seed similarity, the domain must also be a documentation
-site of the sample (``train.documentation_sites``: its pages, as a whole, sit near the seeds), so
+site of the sample (``train.documentation_sites``: its pages, as a whole, sit near the seeds and
+read like code), so
 an ordinary site where a few tutorial pages were selected does not turn into positives. Those pages
 get ``page_positive_share`` of the positive examples (``train.with_share``): unweighted, a few
 dozen real pages beside thousands of seed examples changed nothing. On the development set's
@@ -66,8 +67,8 @@ def site_domains(pages: pd.DataFrame, cfg: ClassifyConfig, similarity: Similarit
     """Domains of the sample's documentation sites, or None without seed similarity."""
     if similarity is None or pages.empty:
         return None
-    urls = pages["url"].tolist()
-    mask = documentation_sites(urls, similarity(pages["text"].tolist(), [None] * len(urls)), cfg)
+    urls, texts = pages["url"].tolist(), pages["text"].tolist()
+    mask = documentation_sites(urls, texts, similarity(texts, [None] * len(urls)), cfg)
     return {domain(u) for u, m in zip(urls, mask, strict=True) if m}
 
 

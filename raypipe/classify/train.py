@@ -92,8 +92,21 @@ def domain(url: str) -> str:
     return host[4:] if host.startswith("www.") else host
 
 
-def documentation_sites(urls: Sequence[str], page_similarity: np.ndarray, cfg: ClassifyConfig) -> np.ndarray:
-    """Mask of sampled pages whose site, as a whole, sits near the seeds.
+_CODE_TOKEN = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|\w+\(|\w*_\w+|[a-z]+[A-Z]\w*|::|->|[{};=<>]")
+"""A whitespace token that reads as code: a dotted name, a call, snake_case or camelCase, an
+operator or a brace."""
+
+
+def code_token_share(text: str) -> float:
+    """The share of a text's whitespace tokens that read as code (``_CODE_TOKEN``)."""
+    tokens = (text or "").split()
+    return sum(bool(_CODE_TOKEN.search(t)) for t in tokens) / len(tokens) if tokens else 0.0
+
+
+def documentation_sites(
+    urls: Sequence[str], texts: Sequence[str], page_similarity: np.ndarray, cfg: ClassifyConfig
+) -> np.ndarray:
+    """Mask of sampled pages whose site, as a whole, sits near the seeds and reads like code.
 
     Why sites: a real documentation page is usually less like the seeds than held-out seeds are
     (on the development set only a sixth of them reach the ``purge_quantile`` of held-out seed
@@ -102,29 +115,44 @@ def documentation_sites(urls: Sequence[str], page_similarity: np.ndarray, cfg: C
     above them. Documentation comes in sites, and a site's pages are alike.
 
     Rule: a domain with at least ``domain_min_pages`` sampled pages is a documentation site when
-    its median seed_similarity reaches the ``purge_site_quantile`` of the pages of *small* domains
-    (fewer sampled pages than that). The small domains are the crawl's long tail of ordinary
-    sites, whatever share of it large docs sites take: a bar taken over the whole sample would
-    rise with the documentation in it and let a docs-heavy crawl keep its docs as negatives.
+    both its median seed_similarity and its median ``code_token_share`` reach the
+    ``purge_site_quantile`` of those of the pages of *small* domains (fewer sampled pages than
+    that). The small domains are the crawl's long tail of ordinary sites, whatever share of it
+    large docs sites take: a bar taken over the whole sample would rise with the documentation in
+    it and let a docs-heavy crawl keep its docs as negatives.
+
+    Why code as well: similarity alone took large technical but ordinary sites (Archive-It's
+    archive.org catalogue and forum, iana.org, data.gov.uk: medians 0.22-0.23) for documentation
+    sites as readily as real ones (emscripten, hackage: 0.24), and their pages, never negatives,
+    then became round 2's positives. On the development set the median code-token share of every
+    documentation site is 0.03 or more, of those three sites 0.012-0.014, and 0.024 at the 0.9
+    quantile of ordinary pages.
     """
     mask = np.zeros(len(urls), dtype=bool)
     sim = np.asarray(page_similarity, dtype=np.float64)
     if cfg.purge_site_quantile is None or not len(urls) or np.isnan(sim).all():
         return mask
-    frame = pd.DataFrame({"domain": [domain(u) for u in urls], "sim": sim})
+    code = np.array([code_token_share(t) for t in texts], dtype=np.float64)
+    frame = pd.DataFrame({"domain": [domain(u) for u in urls], "sim": sim, "code": code})
     size = frame.groupby("domain")["sim"].transform("size").to_numpy()
     small = (size < cfg.domain_min_pages) & ~np.isnan(sim)
-    bar = float(np.nanquantile(sim[small] if small.any() else sim, cfg.purge_site_quantile))
-    stats = frame[frame["domain"] != ""].groupby("domain")["sim"].agg(["size", "median"])
-    sites = stats.index[(stats["size"] >= cfg.domain_min_pages) & (stats["median"] >= bar)]
-    return frame["domain"].isin(set(sites)).to_numpy()
+    bars = frame[small] if small.any() else frame[~np.isnan(sim)]
+    sim_bar = float(bars["sim"].quantile(cfg.purge_site_quantile))
+    code_bar = float(bars["code"].quantile(cfg.purge_site_quantile))
+    stats = (
+        frame[frame["domain"] != ""]
+        .groupby("domain")
+        .agg(size=("sim", "size"), sim=("sim", "median"), code=("code", "median"))
+    )
+    near = (stats["size"] >= cfg.domain_min_pages) & (stats["sim"] >= sim_bar) & (stats["code"] >= code_bar)
+    return frame["domain"].isin(set(stats.index[near])).to_numpy()
 
 
 def similarity_labels(
     page_similarity: np.ndarray,
     positive_similarity: np.ndarray,
     cfg: ClassifyConfig,
-    urls: Sequence[str] | None = None,
+    sites: np.ndarray | None = None,
 ) -> np.ndarray:
     """Label sampled pages by their seed_similarity: 1 = retrieved positive, 0 = negative, -1 = unused.
 
@@ -134,8 +162,8 @@ def similarity_labels(
     seed_similarity does not depend on the sample, so it can tell: a page at least as close to the
     seeds as the ``purge_quantile`` of held-out seed groups is not used as a negative, and one at
     least as close as the ``retrieved_positive_quantile`` joins the positives (the paper's "pages
-    retrieved with high seed similarity"). NaN similarity (no text) leaves a page unused. With
-    ``urls``, every page of a documentation site (``documentation_sites``) is left unused too.
+    retrieved with high seed similarity"). NaN similarity (no text) leaves a page unused. Pages in
+    the ``sites`` mask (``documentation_sites``) are left unused too.
     """
     pos = np.asarray(positive_similarity, dtype=np.float64)
     pos = pos[~np.isnan(pos)]
@@ -144,8 +172,8 @@ def similarity_labels(
     if len(pos) == 0:
         return labels
     labels[np.isnan(sim) | (sim >= np.quantile(pos, cfg.purge_quantile))] = -1
-    if urls is not None:
-        labels[documentation_sites(urls, sim, cfg)] = -1
+    if sites is not None:
+        labels[sites] = -1
     if cfg.retrieved_positive_quantile is not None:
         labels[sim >= np.quantile(pos, cfg.retrieved_positive_quantile)] = 1
     return labels

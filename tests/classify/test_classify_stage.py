@@ -16,7 +16,7 @@ from raypipe.classify.model import agent_proba
 from raypipe.classify.plan import add_selection
 from raypipe.classify.rule import LOW_AGENT_SCORE
 from raypipe.classify.stage import AgentScorer
-from raypipe.classify.train import similarity_labels
+from raypipe.classify.train import code_token_share, documentation_sites, similarity_labels
 from raypipe.config import ClassifyConfig, RetrieveConfig, SeedsConfig, StorageConfig
 from raypipe.retrieve.evaluate import web_negatives
 from raypipe.retrieve.index import build_seed_index
@@ -97,24 +97,33 @@ def test_similarity_labels_use_held_out_seed_quantiles() -> None:
 
 def test_pages_of_a_documentation_site_are_not_negatives() -> None:
     """Pages below the seeds' purge quantile are still kept out of the negatives when their site,
-    as a whole, sits near the seeds; a large site far from them and a small one stay negatives."""
+    as a whole, sits near the seeds and reads like code; a large site far from them, a large site
+    as near but of plain prose (a catalogue, a forum) and a small one stay negatives."""
     cfg = ClassifyConfig(purge_quantile=0.1, retrieved_positive_quantile=None, domain_min_pages=3)
     held_out_seeds = np.linspace(0.4, 0.8, 101)
-    docs = [(f"https://docs.lib.dev/api/{i}.html", 0.30 + 0.01 * i) for i in range(4)]
-    news = [(f"https://www.news.example/story/{i}", 0.04 + 0.01 * i) for i in range(6)]
-    blog = [("https://blog.example/a", 0.33), ("https://blog.example/b", 0.34)]  # too few pages for a site
-    other = [(f"https://site{i}.example/", 0.05 + 0.001 * i) for i in range(60)]
-    urls, sims = zip(*(docs + news + blog + other), strict=True)
-    labels = similarity_labels(np.array(sims), held_out_seeds, cfg, list(urls))
+    api = "Call `lib.open(path)` then read_all() -> bytes; see Reader.close and the mode argument."
+    prose = "The collection holds concert recordings from the seventies, donated by listeners."
+    docs = [(f"https://docs.lib.dev/api/{i}.html", 0.30 + 0.01 * i, api) for i in range(4)]
+    catalogue = [(f"https://archive.example/details/{i}", 0.30 + 0.01 * i, prose) for i in range(4)]
+    news = [(f"https://www.news.example/story/{i}", 0.04 + 0.01 * i, prose) for i in range(6)]
+    blog = [("https://blog.example/a", 0.33, api), ("https://blog.example/b", 0.34, api)]  # too few pages
+    other = [(f"https://site{i}.example/", 0.05 + 0.001 * i, prose if i % 5 else api) for i in range(60)]
+    urls, sims, texts = zip(*(docs + catalogue + news + blog + other), strict=True)
+    sims = np.array(sims)
+    sites = documentation_sites(list(urls), list(texts), sims, cfg)
+    assert sites.tolist() == [True] * 4 + [False] * (len(urls) - 4)
+    labels = similarity_labels(sims, held_out_seeds, cfg, sites)
     assert labels[:4].tolist() == [-1] * 4
     assert (labels[4:] == 0).all()
-    assert (similarity_labels(np.array(sims), held_out_seeds, cfg) == 0).all()
-    assert (
-        similarity_labels(
-            np.array(sims), held_out_seeds, cfg.model_copy(update={"purge_site_quantile": None}), list(urls)
-        )
-        == 0
-    ).all()
+    assert (similarity_labels(sims, held_out_seeds, cfg) == 0).all()
+    off = cfg.model_copy(update={"purge_site_quantile": None})
+    assert not documentation_sites(list(urls), list(texts), sims, off).any()
+
+
+def test_code_token_share_tells_an_api_reference_from_prose() -> None:
+    assert code_token_share("Call `lib.open(path)` then read_all() -> bytes") == 0.5
+    assert code_token_share("The collection holds concert recordings, donated by listeners.") == 0.0
+    assert code_token_share("") == 0.0
 
 
 @pytest.mark.integration
