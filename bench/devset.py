@@ -14,10 +14,10 @@ Sources
   The exact package versions used are written to ``devset.json``.
 * Ordinary web pages: ``shared/data/html/*/pages/*.html.gz`` with their original URL from each
   ``index.jsonl`` (``kind=web``); the HTML responses of the real web archives in
-  ``shared/data/warc`` but ``built/`` (Archive-It's archive.org, iana.org, data.gov.uk, Common Crawl; ``kind=web``,
-  read with the job's own WARC reader), which bring what a crawl sample holds and the single pages
-  do not: large sites of many pages that are not documentation; and the C4 and Wikipedia texts of ``shared/data/mix/text``
-  wrapped as minimal HTML pages (``kind=text_only``).
+  ``shared/data/warc`` but ``built/`` (Archive-It's archive.org, iana.org, data.gov.uk, Common
+  Crawl; ``kind=web``, read with the job's own WARC reader), which bring what a crawl sample holds
+  and the single pages do not: large sites of many pages that are not documentation; and the C4
+  and Wikipedia texts of ``shared/data/mix/text`` wrapped as minimal HTML pages (``kind=text_only``).
 
 Labels (``label_path``; checked in this order on the page's path relative to its root and on the
 first segment of its ``<title>``)

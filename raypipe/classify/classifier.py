@@ -131,16 +131,14 @@ def train_classifier(
     if page_sim is not None:
         neg_sim = cal_neg["url"].map(dict(zip(pages["url"], page_sim, strict=True))).to_numpy(dtype=np.float64)
     knobs = (cfg.embed_fraction, cfg.similarity_weight, cfg.prevalence)
-    rule = fit_rule(cfg.mode, pos_agent, neg_agent, *knobs, pos_similarity=pos_sim, neg_similarity=neg_sim)
+    rule = fit_rule(cfg.mode, pos_agent, neg_agent, *knobs, neg_similarity=neg_sim)
     ft_rule = fit_rule("fasttext_only", pos_agent, neg_agent, *knobs)
 
     def fit_on(mode: str) -> Callable[[np.ndarray, np.ndarray], SelectionRule]:
         def fit(pm: np.ndarray, nm: np.ndarray) -> SelectionRule:
             if mode == "fasttext_only":
                 return fit_rule(mode, pos_agent[pm], neg_agent[nm], *knobs)
-            return fit_rule(
-                mode, pos_agent[pm], neg_agent[nm], *knobs, pos_similarity=pos_sim[pm], neg_similarity=neg_sim[nm]
-            )
+            return fit_rule(mode, pos_agent[pm], neg_agent[nm], *knobs, neg_similarity=neg_sim[nm])
 
         return fit
 

@@ -58,6 +58,18 @@ def prevalence_threshold(pos_scores: np.ndarray, neg_scores: np.ndarray, prevale
     return float((candidates[best] + lower) / 2)
 
 
+def fpr_threshold(neg_scores: np.ndarray, fpr: float) -> float:
+    """The lowest threshold that passes at most ``fpr`` of ``neg_scores``: just above the highest
+    negative that must be excluded."""
+    neg = np.sort(np.asarray(neg_scores, dtype=np.float64))[::-1]
+    if len(neg) == 0:
+        raise ValueError("threshold choice needs held-out negatives")
+    allowed = int(np.floor(fpr * len(neg) + 1e-9))
+    if allowed >= len(neg):
+        return float(neg[-1])
+    return float(np.nextafter(neg[allowed], np.inf))
+
+
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion (95% by default); (0, 1) with no trials.
 

@@ -12,6 +12,7 @@ from raypipe.classify.rule import LOW_AGENT_SCORE, LOW_SEED_SIMILARITY, NO_TEXT,
 from raypipe.classify.thresholds import (
     at_prevalence,
     f1_threshold,
+    fpr_threshold,
     precision_at,
     prevalence_threshold,
     prf,
@@ -49,6 +50,7 @@ def test_fit_rule_cascade_gate_spends_the_embedding_budget() -> None:
     rng = np.random.default_rng(1)
     pos_agent = rng.beta(8, 2, 400)
     neg_agent = rng.beta(2, 8, 2000)
+    neg_similarity = rng.normal(0.35, 0.08, 2000)
     rule = fit_rule(
         "cascade",
         pos_agent,
@@ -56,16 +58,28 @@ def test_fit_rule_cascade_gate_spends_the_embedding_budget() -> None:
         embed_fraction=0.08,
         similarity_weight=0.3,
         prevalence=0.01,
-        pos_similarity=rng.normal(0.6, 0.08, 400),
-        neg_similarity=rng.normal(0.35, 0.08, 2000),
+        neg_similarity=neg_similarity,
     )
     embedded = (neg_agent >= rule.pass_threshold).mean()
     assert 0.08 - 1 / len(neg_agent) <= embedded <= 0.08 + 1 / len(neg_agent)
     assert rule.pass_threshold <= rule.ft_threshold
-    assert rule.combined_threshold is not None
+    # the combined rule passes as many held-out negatives as fastText alone does, and no fewer
+    negatives = pd.DataFrame({"agent_score": neg_agent, "seed_similarity": neg_similarity})
+    combined = rule.with_mode("embed_all").combined(neg_agent, neg_similarity)
+    budget = int((neg_agent >= rule.ft_threshold).sum())
+    assert int(rule.with_mode("embed_all").apply(negatives)["selected"].sum()) == budget
+    assert (combined >= np.sort(combined)[::-1][budget]).sum() > budget
     # the combined rule sees both signals: it beats fastText alone on these overlapping scores
     frame_pos = pd.DataFrame({"agent_score": pos_agent, "seed_similarity": rng.normal(0.6, 0.08, 400)})
     assert rule.with_mode("embed_all").apply(frame_pos)["selected"].mean() > 0.9
+
+
+def test_fpr_threshold_passes_at_most_the_share() -> None:
+    neg = np.array([0.1, 0.4, 0.2, 0.9, 0.3, 0.8, 0.5, 0.7, 0.6, 0.0])
+    assert (neg >= fpr_threshold(neg, 0.2)).sum() == 2
+    assert (neg >= fpr_threshold(neg, 0.25)).sum() == 2
+    assert (neg >= fpr_threshold(neg, 0.0)).sum() == 0
+    assert (neg >= fpr_threshold(neg, 1.0)).sum() == 10
 
 
 def test_threshold_falls_as_prevalence_rises() -> None:
