@@ -477,7 +477,15 @@ class ClassifyConfig(Section):
         ge=0,
         le=1,
         description="A domain with at least domain_min_pages sampled pages whose median seed_similarity reaches this "
-        "quantile of the small domains' pages is a documentation site: none of its pages are negatives; None disables.",
+        "quantile of the small domains' pages (and whose pages read like code, site_code_share) is a documentation "
+        "site: none of its pages are negatives; None disables.",
+    )
+    site_code_share: float = Field(
+        0.03,
+        ge=0,
+        le=1,
+        description="Median share of code-like words (dotted names, calls, snake_case, operators) a domain's sampled "
+        "pages need to count as a documentation site.",
     )
     retrieved_positive_quantile: float | None = Field(
         0.5,
