@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -354,13 +355,17 @@ def main() -> None:
     }
     for share in args.docs_share or [0.01, 0.05, 0.20]:
         crawl = crawl_sample(dev_negatives, dev_docs, share)
-        store = OutputStore(str(cache / f"run-{share:g}-{os.getpid()}"), StorageConfig())
+        run_dir = tempfile.mkdtemp(prefix=f"run-{share:g}-", dir=cache)  # the rounds' models: ~1 GB a run
 
         def score(uri: str, rule: Any, crawl: pd.DataFrame = crawl) -> pd.DataFrame:
             return score_frame(crawl[["url", "text"]], load_classifier(uri, StorageConfig()), similarity)
 
-        reports = run_rounds(seeds, crawl[["url", "text"]], score, cfg, store, SEED, similarity)
-        trained = load_classifier(reports[-1].model_uri, StorageConfig())
+        try:
+            store = OutputStore(run_dir, StorageConfig())
+            reports = run_rounds(seeds, crawl[["url", "text"]], score, cfg, store, SEED, similarity)
+            trained = load_classifier(reports[-1].model_uri, StorageConfig())
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
         if args.whole_crawl:  # the crawl's pages, and those of its sources that extraction dropped
             pool = pd.concat([dev_negatives, dev_docs], ignore_index=True)
             sites = set(crawl.loc[crawl["label"] == 1, "project"])
@@ -394,7 +399,6 @@ def main() -> None:
             "rule": trained.rule.to_dict(),
             "eval": report(evaluation, trained.rule),
             "crawl_pages_selected": crawl_figures,
-            "metrics_json": store.uri(f"classifier/round-{len(reports)}/metrics.json"),
         }
         summary = results["runs"][f"docs_share={share:g}"]["eval"]
         for mode in MODES:
